@@ -1,0 +1,39 @@
+"""Storage backends: stat, read, atomic put, delete and list over opaque keys.
+
+This package knows keys and bytes, nothing of container registries, and never
+imports ``syncagent``. See :mod:`backends.base` for the protocol and
+:mod:`backends.errors` for the exception tree.
+"""
+
+from .base import Backend, BaseBackend, BeforeCommit, Capabilities, Entry, ObjectInfo, check_key, check_prefix
+from .errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    InvalidKey,
+    NotFound,
+    PermissionDenied,
+    TransientError,
+)
+from .opening import ENTRY_POINT_GROUP, backend_class, open_backend
+
+__all__ = [
+    "Backend",
+    "BaseBackend",
+    "BeforeCommit",
+    "Capabilities",
+    "Entry",
+    "ObjectInfo",
+    "check_key",
+    "check_prefix",
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "InvalidKey",
+    "NotFound",
+    "PermissionDenied",
+    "TransientError",
+    "ENTRY_POINT_GROUP",
+    "backend_class",
+    "open_backend",
+]

@@ -1,0 +1,174 @@
+"""The Backend protocol: a small set of operations over opaque string keys.
+
+Keys are relative, ``/``-separated paths of non-empty components (no ``.`` or
+``..``, no leading or trailing ``/``). A *prefix* is ``""`` or a key followed by
+``/``. Backends know nothing of registries.
+
+Required operations (each docstring says what it raises):
+``stat``, ``open_read``, ``put``, ``delete``, ``iter_children``,
+``iter_objects``, ``close``; plus the ``capabilities`` record and ``url``.
+:class:`BaseBackend` derives conveniences (``read_bytes``, ``put_bytes``,
+``exists``) from them.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator, Protocol, runtime_checkable
+
+from .errors import InvalidKey, NotFound
+
+BeforeCommit = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What ``stat`` and ``iter_objects`` report about one object."""
+
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One immediate child of a prefix: an object, or a deeper prefix."""
+
+    name: str
+    is_prefix: bool
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, detected once by callers.
+
+    ``empty_prefixes``: a prefix can exist without objects below it (filesystem
+    directories); on such stores the backend removes prefixes a delete leaves
+    empty, and creates new ones together with the object that needs them.
+    ``default_concurrency``: a sensible number of parallel transfers.
+    ``max_object_size``: largest object one put may write, or None.
+    """
+
+    empty_prefixes: bool = False
+    default_concurrency: int = 8
+    max_object_size: int | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    url: str
+    capabilities: Capabilities
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size of an object. Raises NotFound, InvalidKey, PermissionDenied, TransientError."""
+
+    def open_read(self, key: str) -> BinaryIO:
+        """A readable stream of the object's bytes (close it, or use ``with``).
+
+        Raises NotFound, InvalidKey, PermissionDenied, TransientError; a read
+        from the stream may raise TransientError.
+        """
+
+    def put(
+        self,
+        key: str,
+        data: BinaryIO,
+        *,
+        size: int | None = None,
+        before_commit: BeforeCommit | None = None,
+    ) -> ObjectInfo:
+        """Store ``data`` (read to EOF) at ``key``, atomically, replacing any old object.
+
+        Readers see either the old object (or nothing) or the whole new one,
+        never a part. ``before_commit`` is called once every byte has been
+        read from ``data`` and stored, before the object becomes visible; if it
+        raises, the put is abandoned, nothing is left behind and its exception
+        propagates unchanged. ``size`` is a hint (e.g. to choose multipart).
+        Raises InvalidKey, PermissionDenied, TransientError, BackendError.
+        """
+
+    def delete(self, key: str) -> None:
+        """Remove an object; a missing key is not an error.
+
+        On stores with ``empty_prefixes`` the prefixes the delete leaves empty
+        are removed too. Raises InvalidKey, PermissionDenied, TransientError.
+        """
+
+    def iter_children(self, prefix: str) -> Iterator[Entry]:
+        """Immediate children of ``prefix`` (``""`` or ending in ``/``), in no set order.
+
+        A prefix with nothing below it yields nothing. Raises NotFound when the
+        store itself (root directory, bucket, pool) does not exist; InvalidKey,
+        PermissionDenied, TransientError otherwise -- never an empty listing
+        in place of an error.
+        """
+
+    def iter_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, streamed, in no set order.
+
+        Raises as ``iter_children`` does.
+        """
+
+    def close(self) -> None:
+        """Release connections and other resources."""
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is well formed, else raise InvalidKey."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKey("empty key", key=key)
+    if "\x00" in key or "\\" in key:
+        raise InvalidKey(f"forbidden character in key {key!r}", key=key)
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidKey(f"malformed key {key!r}", key=key)
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is ``""`` or a well-formed key followed by ``/``."""
+    if prefix == "":
+        return prefix
+    if not prefix.endswith("/"):
+        raise InvalidKey(f"prefix must end with '/': {prefix!r}", key=prefix)
+    check_key(prefix[:-1])
+    return prefix
+
+
+class BaseBackend:
+    """Conveniences every backend gets from the required operations."""
+
+    url: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    def read_bytes(self, key: str, limit: int | None = None) -> bytes:
+        """The whole object; raises ValueError if it is longer than ``limit``."""
+        with self.open_read(key) as stream:  # type: ignore[attr-defined]
+            if limit is None:
+                return stream.read()
+            data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError(f"{key}: object larger than {limit} bytes")
+        return data
+
+    def put_bytes(self, key: str, data: bytes, *, before_commit: BeforeCommit | None = None) -> ObjectInfo:
+        return self.put(key, io.BytesIO(data), size=len(data), before_commit=before_commit)  # type: ignore[attr-defined]
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)  # type: ignore[attr-defined]
+        except NotFound:
+            return False
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"

@@ -1,0 +1,278 @@
+"""Filesystem backend: ``file:///ROOT`` (a plain path means the same).
+
+Atomic puts: the object is written to a temporary file in a staging directory
+on the same filesystem (``ROOT/.syncagent-tmp`` by default), fsynced, checked
+by ``before_commit`` and renamed into place. When the key needs directories
+that do not exist yet, the topmost missing directory is built inside the
+staging directory with the object in it and renamed into place in one step, so
+a new directory is never visible empty. Staging outside the directories a
+reader lists (rather than beside the object) keeps temporary names out of every
+listing: a registry lists ``_manifests/tags/`` without filtering names.
+Deletes remove the directories they leave empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import shutil
+import stat
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from .base import BaseBackend, BeforeCommit, Capabilities, Entry, ObjectInfo, check_key, check_prefix
+from .errors import BackendError, ConfigurationError, InvalidKey, NotFound, PermissionDenied, TransientError
+from .options import option, parse_options
+
+STAGING_NAME = ".syncagent-tmp"
+_COPY_BUFFER = 1 << 20
+_PUT_ATTEMPTS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class FilesystemOptions:
+    fsync: bool = option(True, "fsync each object and its directory before it counts as written")
+    staging: str = option(STAGING_NAME, "staging directory for temporary files, relative to the root or absolute; must be on the same filesystem")
+
+
+def _translate(exc: OSError, key: str) -> BackendError:
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return NotFound(f"no such object: {key}", key=key)
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return PermissionDenied(f"{key}: {exc.strerror}", key=key)
+    if exc.errno in (errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT):
+        return TransientError(f"{key}: {exc.strerror}", key=key)
+    return BackendError(f"{key}: {exc.strerror or exc}", key=key)
+
+
+@contextlib.contextmanager
+def _translating(key: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _translate(exc, key) from exc
+
+
+class FilesystemBackend(BaseBackend):
+    def __init__(self, root: str | os.PathLike, options: FilesystemOptions = FilesystemOptions()) -> None:
+        self.root = Path(root).absolute()
+        self.options = options
+        staging = Path(options.staging)
+        self.staging = staging if staging.is_absolute() else self.root / staging
+        self._staging_component = options.staging if not staging.is_absolute() and "/" not in options.staging else None
+        self.url = f"file://{self.root}"
+        self.capabilities = Capabilities(empty_prefixes=True, default_concurrency=8)
+        self._staging_ready = False
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigurationError(f"{self.root} is not a directory")
+
+    @classmethod
+    def from_url(cls, parts, query) -> "FilesystemBackend":
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigurationError(f"file:// URLs name a local path; got host {parts.netloc!r}")
+        if not parts.path:
+            raise ConfigurationError("file:// URL without a path")
+        return cls(parts.path, parse_options(FilesystemOptions, query, scheme="file"))
+
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        if self._staging_component and key.split("/", 1)[0] == self._staging_component:
+            raise InvalidKey(f"{key}: reserved for temporary files", key=key)
+        return self.root / key
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise _translate(exc, key) from exc
+        if not _is_regular(st.st_mode):
+            raise NotFound(f"not an object: {key}", key=key)
+        return ObjectInfo(key, st.st_size)
+
+    def open_read(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")
+        except OSError as exc:
+            raise _translate(exc, key) from exc
+
+    def put(self, key: str, data: BinaryIO, *, size: int | None = None, before_commit: BeforeCommit | None = None) -> ObjectInfo:
+        target = self._path(key)
+        name = f"{os.getpid()}-{uuid.uuid4().hex}"
+        work, tmp_file = self.staging / name, self.staging / f"{name}.part"
+        try:
+            with _translating(key):
+                self._prepare_staging()
+            written = self._write_file(tmp_file, data, key)
+            if before_commit is not None:
+                before_commit()
+            with _translating(key):
+                self._move_into_place(tmp_file, target, work)
+        except BaseException:
+            _remove_quietly(self.staging, work)
+            _remove_quietly(self.staging, tmp_file)
+            raise
+        return ObjectInfo(key, written)
+
+    def _write_file(self, path: Path, data: BinaryIO, key: str) -> int:
+        """Copy ``data`` to ``path``; errors of the caller's stream propagate untranslated."""
+        written = 0
+        with _translating(key):
+            out = open(path, "xb")
+        with out:
+            while chunk := data.read(_COPY_BUFFER):
+                with _translating(key):
+                    out.write(chunk)
+                written += len(chunk)
+            with _translating(key):
+                out.flush()
+                if self.options.fsync:
+                    os.fsync(out.fileno())
+        return written
+
+    def _move_into_place(self, tmp_file: Path, target: Path, work: Path) -> None:
+        """Rename the finished file to ``target``, bringing missing directories with it."""
+        for _ in range(_PUT_ATTEMPTS):
+            missing = self._topmost_missing_dir(target.parent)
+            if missing is None:
+                try:
+                    os.rename(tmp_file, target)
+                except FileNotFoundError:
+                    continue  # the directory vanished (a concurrent delete): start over
+                except IsADirectoryError as exc:
+                    raise BackendError(f"{target}: a directory is in the way") from exc
+                self._sync_dir(target.parent)
+                return
+            inner = work / target.parent.relative_to(missing)
+            inner.mkdir(parents=True)
+            os.rename(tmp_file, inner / target.name)
+            try:
+                os.rename(work, missing)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOENT):
+                    raise
+                os.rename(inner / target.name, tmp_file)  # someone else created it: retry
+                shutil.rmtree(work, ignore_errors=True)
+                continue
+            self._sync_dir(missing.parent)
+            return
+        raise TransientError(f"{target}: directories kept changing under a concurrent writer", key=str(target))
+
+    def _topmost_missing_dir(self, directory: Path) -> Path | None:
+        if directory.is_dir():
+            return None
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)
+        missing = directory
+        while missing.parent != self.root and not missing.parent.is_dir():
+            missing = missing.parent
+        if missing.exists() and not missing.is_dir():
+            raise BackendError(f"{missing}: a file is in the way of a directory")
+        return missing
+
+    def _prepare_staging(self) -> None:
+        if self._staging_ready:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        if os.stat(self.staging).st_dev != os.stat(self.root).st_dev:
+            raise BackendError(f"staging directory {self.staging} is not on the filesystem of {self.root}; set ?staging=")
+        for entry in os.scandir(self.staging):
+            pid = entry.name.split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                _remove_quietly(self.staging, Path(entry.path))
+        self._staging_ready = True
+
+    def _sync_dir(self, directory: Path) -> None:
+        if not self.options.fsync:
+            return
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except IsADirectoryError:
+            return
+        except OSError as exc:
+            raise _translate(exc, key) from exc
+        parent = path.parent
+        while parent != self.root:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = parent.parent
+
+    def iter_children(self, prefix: str) -> Iterator[Entry]:
+        check_prefix(prefix)
+        directory = self.root / prefix if prefix else self.root
+        try:
+            entries = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if not self.root.is_dir():
+                raise NotFound(f"{self.root} does not exist", key=prefix) from exc
+            return
+        except OSError as exc:
+            raise _translate(exc, prefix) from exc
+        with entries:
+            for entry in entries:
+                if not prefix and entry.name == self._staging_component:
+                    continue
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    continue
+                yield Entry(entry.name, is_dir)
+
+    def iter_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        stack = [prefix]
+        while stack:
+            current = stack.pop()
+            for entry in self.iter_children(current):
+                key = current + entry.name
+                if entry.is_prefix:
+                    stack.append(key + "/")
+                    continue
+                try:
+                    size = os.stat(self.root / key).st_size
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(key, size)
+
+
+def _is_regular(mode: int) -> bool:
+    return stat.S_ISREG(mode)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_quietly(staging: Path, path: Path) -> None:
+    if path.parent != staging:
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

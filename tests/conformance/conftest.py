@@ -1,0 +1,35 @@
+"""The ``backend_under_test`` fixture: one fresh backend per test, for every kind.
+
+memory and file are always here. Another kind joins when tests/support/ has a
+plugin ``fixtures_backend_<kind>.py`` defining a fixture ``<kind>_backend_factory``
+that returns a callable making a fresh :class:`BackendUnderTest`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from backends.filesystem import FilesystemBackend
+from backends.memory import MemoryBackend
+from tests.support.backends_under_test import BackendUnderTest
+
+_SUPPORT = Path(__file__).parent.parent / "support"
+KINDS = ["memory", "file"] + sorted(p.stem.removeprefix("fixtures_backend_") for p in _SUPPORT.glob("fixtures_backend_*.py"))
+
+
+@pytest.fixture(params=KINDS)
+def backend_under_test(request, tmp_path):
+    kind = request.param
+    if kind == "memory":
+        made = BackendUnderTest(MemoryBackend())
+    elif kind == "file":
+        (tmp_path / "root").mkdir()
+        backend = FilesystemBackend(tmp_path / "root")
+        made = BackendUnderTest(backend, lambda: sorted(os.listdir(backend.staging)) if backend.staging.exists() else [])
+    else:
+        made = request.getfixturevalue(f"{kind}_backend_factory")()
+    yield made
+    made.backend.close()
