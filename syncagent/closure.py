@@ -1,0 +1,121 @@
+"""The closure of a manifest: everything a registry needs to serve it, and its check on a backend.
+
+For a root manifest: the manifest blobs of the root and of every manifest it
+references (index children, subjects) recursively, each needing a revision
+link; and every blob those manifests reference (config, layers), each needing
+blob data and a ``_layers`` link.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from backends import Backend, NotFound
+
+from .discovery import UnreadableLink, read_link
+from .layout import BlobData, Digest, LayerLink, RevisionLink, key_of
+from .manifest import Manifest
+
+MAX_DEPTH = 8
+
+
+class ClosureError(Exception):
+    """The closure cannot be resolved: a manifest is missing, malformed or nested too deep."""
+
+    def __init__(self, kind: str, digest: Digest, reason: str) -> None:
+        super().__init__(f"{digest}: {reason}")
+        self.kind = kind
+        self.digest = digest
+        self.reason = reason
+
+
+@dataclass
+class Closure:
+    """``manifests`` is in dependency order: every manifest after those it references."""
+
+    root: Digest
+    manifests: dict[Digest, Manifest] = field(default_factory=dict)
+
+    def blob_references(self):
+        seen: set[Digest] = set()
+        for manifest in self.manifests.values():
+            for ref in manifest.blobs:
+                if ref.digest not in seen:
+                    seen.add(ref.digest)
+                    yield ref
+
+
+LoadManifest = Callable[[Digest], Manifest]
+
+
+def resolve_closure(root: Digest, load_manifest: LoadManifest) -> Closure:
+    """Walk the manifests under ``root``; ``load_manifest`` raises ClosureError for one it cannot load."""
+    closure = Closure(root)
+    visiting: set[Digest] = set()
+
+    def visit(digest: Digest, depth: int) -> None:
+        if digest in closure.manifests:
+            return
+        if digest in visiting:
+            raise ClosureError("malformed-manifest", digest, "manifests reference each other in a cycle")
+        if depth > MAX_DEPTH:
+            raise ClosureError("malformed-manifest", digest, f"manifests nested deeper than {MAX_DEPTH}")
+        visiting.add(digest)
+        manifest = load_manifest(digest)
+        for child in manifest.children:
+            visit(child.digest, depth + 1)
+        visiting.discard(digest)
+        closure.manifests[digest] = manifest
+
+    visit(root, 0)
+    return closure
+
+
+def missing_from(
+    backend: Backend,
+    repository: str,
+    closure: Closure,
+    *,
+    absent_optional: set[Digest] = frozenset(),
+    present_blobs: set[Digest] | None = None,
+) -> list[str]:
+    """What of ``closure`` is not present and linked on ``backend``; [] when it is whole.
+
+    Stats every blob and reads every link. ``absent_optional`` are foreign
+    layers known to be absent at the source (not required). ``present_blobs``
+    caches blobs already seen present in this pass (shared by callers).
+    """
+    missing: list[str] = []
+
+    def blob_present(digest: Digest) -> bool:
+        if present_blobs is not None and digest in present_blobs:
+            return True
+        try:
+            backend.stat(key_of(BlobData(digest)))
+        except NotFound:
+            return False
+        if present_blobs is not None:
+            present_blobs.add(digest)
+        return True
+
+    def link_holds(key: str, digest: Digest) -> bool:
+        try:
+            return read_link(backend, key, attempts=1) == digest
+        except (NotFound, UnreadableLink):
+            return False
+
+    for digest in closure.manifests:
+        if not blob_present(digest):
+            missing.append(f"manifest blob {digest}")
+        if not link_holds(key_of(RevisionLink(repository, digest)), digest):
+            missing.append(f"revision link {digest}")
+    for ref in closure.blob_references():
+        if ref.optional and ref.digest in absent_optional:
+            continue
+        if not blob_present(ref.digest):
+            missing.append(f"blob {ref.digest}")
+        elif not link_holds(key_of(LayerLink(repository, ref.digest)), ref.digest):
+            missing.append(f"layer link {ref.digest}")
+    return missing
+

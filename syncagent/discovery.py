@@ -1,0 +1,155 @@
+"""Reading a registry tree on any backend: repositories, tags, revisions and links.
+
+Listings stream. Links that are empty or do not parse are re-read a few times
+before they are given up on: registry 2.8's filesystem driver rewrites a link in
+place (truncate, then write), so a reader can catch it half-written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from backends import Backend, NotFound
+
+from .layout import (
+    REPOSITORIES_PREFIX,
+    Digest,
+    InvalidPath,
+    RevisionLink,
+    TagCurrentLink,
+    key_of,
+    parse_link,
+    revisions_prefix,
+    tags_prefix,
+    validate_repository,
+    validate_repository_component,
+    validate_tag,
+)
+from .report import Problem
+
+LINK_READ_ATTEMPTS = 5
+LINK_RETRY_DELAY = 0.02
+
+OnProblem = Callable[[Problem], None]
+
+
+def _ignore(problem: Problem) -> None:
+    pass
+
+
+class UnreadableLink(Exception):
+    """A link stayed empty or malformed across every re-read."""
+
+
+def read_link(backend: Backend, key: str, *, attempts: int = LINK_READ_ATTEMPTS) -> Digest:
+    """The digest stored at ``key``; raises NotFound, or UnreadableLink after ``attempts`` reads."""
+    delay = LINK_RETRY_DELAY
+    last: InvalidPath | None = None
+    for attempt in range(attempts):
+        data = read_small(backend, key, 4096)
+        try:
+            return parse_link(data)
+        except InvalidPath as exc:
+            last = exc
+        if attempt + 1 < attempts:
+            time.sleep(delay)
+            delay *= 2
+    raise UnreadableLink(f"{last} (read {attempts} times)")
+
+
+def read_small(backend: Backend, key: str, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of an object (callers check for the excess)."""
+    with backend.open_read(key) as stream:
+        return stream.read(limit + 1)
+
+
+def iter_repositories(backend: Backend, on_problem: OnProblem = _ignore) -> Iterator[str]:
+    """Every repository name under ``repositories/``, nested names included, in sorted order.
+
+    A directory is a repository when it holds ``_manifests``, ``_layers`` or
+    ``_uploads``; it may also hold nested repositories. Names outside the
+    grammar are reported and not descended into.
+    """
+    stack: list[str] = [""]
+    while stack:
+        name = stack.pop()
+        prefix = REPOSITORIES_PREFIX + (name + "/" if name else "")
+        children = sorted(backend.iter_children(prefix), key=lambda e: e.name, reverse=True)
+        is_repository = False
+        nested: list[str] = []
+        for entry in children:
+            if not entry.is_prefix:
+                continue
+            if entry.name.startswith("_"):
+                is_repository = is_repository or entry.name in ("_manifests", "_layers", "_uploads")
+                continue
+            full = f"{name}/{entry.name}" if name else entry.name
+            try:
+                validate_repository_component(entry.name)
+                validate_repository(full)
+            except InvalidPath as exc:
+                on_problem(Problem("invalid-name", str(exc), key=prefix + entry.name))
+                continue
+            nested.append(full)
+        if is_repository and name:
+            yield name
+        stack.extend(nested)
+
+
+@dataclass
+class RepositoryState:
+    """What one repository holds on one backend: tag -> digest, and revision digests."""
+
+    name: str
+    tags: dict[str, Digest] = field(default_factory=dict)
+    revisions: set[Digest] = field(default_factory=set)
+
+
+def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _ignore) -> RepositoryState:
+    """Tags (with their current digests) and revisions; bad entries are reported and left out."""
+    state = RepositoryState(repository)
+    for entry in backend.iter_children(tags_prefix(repository)):
+        if not entry.is_prefix:
+            continue
+        tag = entry.name
+        try:
+            validate_tag(tag)
+        except InvalidPath as exc:
+            on_problem(Problem("invalid-name", str(exc), repository=repository, key=tags_prefix(repository) + tag))
+            continue
+        key = key_of(TagCurrentLink(repository, tag))
+        try:
+            state.tags[tag] = read_link(backend, key)
+        except NotFound:
+            on_problem(Problem("missing-link", "tag has no current/link", repository=repository, tag=tag, key=key))
+        except UnreadableLink as exc:
+            on_problem(Problem("invalid-link", str(exc), repository=repository, tag=tag, key=key))
+    for algorithm_entry in backend.iter_children(revisions_prefix(repository)):
+        if not algorithm_entry.is_prefix:
+            continue
+        prefix = revisions_prefix(repository, algorithm_entry.name)
+        for entry in backend.iter_children(prefix):
+            if not entry.is_prefix:
+                continue
+            try:
+                digest = Digest.of(algorithm_entry.name, entry.name)
+            except InvalidPath as exc:
+                on_problem(Problem("invalid-name", str(exc), repository=repository, key=prefix + entry.name))
+                continue
+            key = key_of(RevisionLink(repository, digest))
+            try:
+                content = read_link(backend, key)
+            except NotFound:
+                continue  # a directory without its link: a revision being written or deleted
+            except UnreadableLink as exc:
+                on_problem(Problem("invalid-link", str(exc), repository=repository, digest=str(digest), key=key))
+                continue
+            if content != digest:
+                on_problem(
+                    Problem("invalid-link", f"revision link holds {content}", repository=repository, digest=str(digest), key=key)
+                )
+                continue
+            state.revisions.add(digest)
+    return state

@@ -1,0 +1,318 @@
+"""One sync pass, source to destination, in the order of DESIGN.md.
+
+Per repository: read both sides, resolve the closure of every revision and tag
+the destination lacks (from the source's manifests), then for each manifest in
+dependency order: its blobs (copied by the shared :class:`BlobCopier`), its
+``_layers`` links, its revision link. A tag is published only after its whole
+closure has been read back from the destination: ``current/link`` first, then
+the tag's ``index`` link. Anything that fails leaves its tag unpublished and is
+reported; everything else carries on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import logging
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from backends import Backend, BackendError, NotFound, TransientError
+
+from .closure import Closure, ClosureError, missing_from, resolve_closure
+from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository, read_small
+from .layout import BlobData, Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
+from .manifest import MAX_MANIFEST_BYTES, MalformedManifest, Manifest, parse_manifest
+from .report import Problem, Report
+from .transfer import BlobCopier, BlobOutcome, Cancelled
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOBS = 8
+LINK_WRITE_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    jobs: int = DEFAULT_JOBS
+    repositories: tuple[str, ...] = ()
+    dry_run: bool = False
+
+    def wants(self, repository: str) -> bool:
+        return not self.repositories or any(fnmatch.fnmatchcase(repository, p) for p in self.repositories)
+
+
+class Engine:
+    def __init__(self, source: Backend, dest: Backend, options: SyncOptions = SyncOptions(), report: Report | None = None) -> None:
+        self.source = source
+        self.dest = dest
+        self.options = options
+        self.report = report or Report()
+        self.cancelled = threading.Event()
+        self._present_blobs: set[Digest] = set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def run(self) -> Report:
+        """Sync every repository the options select. Ctrl-C cancels cleanly and is recorded."""
+        jobs = max(1, self.options.jobs)
+        blob_pool = ThreadPoolExecutor(jobs, thread_name_prefix="blob")
+        repo_pool = ThreadPoolExecutor(jobs, thread_name_prefix="repo")
+        copier = BlobCopier(self.source, self.dest, blob_pool, self.report, self.cancelled, dry_run=self.options.dry_run)
+        pending: set[Future] = set()
+        try:
+            try:
+                for repository in iter_repositories(self.source, self.report.add_problem):
+                    if not self.options.wants(repository):
+                        continue
+                    while len(pending) >= 2 * jobs:
+                        _, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    pending.add(repo_pool.submit(self._sync_repository_guarded, repository, copier))
+            except NotFound as exc:
+                self.report.add_problem(Problem("read-failed", f"the source does not exist: {exc}"))
+            except BackendError as exc:
+                self.report.add_problem(Problem("read-failed", f"cannot list the source's repositories: {exc}"))
+            wait(pending)
+        except KeyboardInterrupt:
+            self.cancel()
+            self.report.interrupted = True
+        finally:
+            if self.cancelled.is_set():
+                self.report.interrupted = True
+            repo_pool.shutdown(wait=True, cancel_futures=True)
+            blob_pool.shutdown(wait=True, cancel_futures=True)
+        self.report.finished = time.monotonic()
+        return self.report
+
+    def sync_repository(self, repository: str, copier: BlobCopier | None = None) -> None:
+        """Sync one repository (the sidecar's unit of work)."""
+        if copier is not None:
+            _RepositorySync(self, repository, copier).run()
+            return
+        with ThreadPoolExecutor(max(1, self.options.jobs), thread_name_prefix="blob") as pool:
+            _RepositorySync(self, repository, BlobCopier(self.source, self.dest, pool, self.report, self.cancelled, dry_run=self.options.dry_run)).run()
+
+    def _sync_repository_guarded(self, repository: str, copier: BlobCopier) -> None:
+        try:
+            _RepositorySync(self, repository, copier).run()
+        except Cancelled:
+            pass
+        except BackendError as exc:
+            self.report.add_problem(Problem("read-failed", str(exc), repository=repository, key=exc.key))
+        except Exception as exc:
+            log.exception("unexpected error in repository %s", repository)
+            self.report.add_problem(Problem("internal-error", repr(exc), repository=repository))
+
+
+@dataclass
+class _RepositorySync:
+    """The work of one pass on one repository."""
+
+    engine: Engine
+    repository: str
+    copier: BlobCopier
+    src: RepositoryState = field(init=False)
+    dst: RepositoryState = field(init=False)
+    closures: dict[Digest, Closure | ClosureError] = field(default_factory=dict)
+    raw_manifests: dict[Digest, bytes] = field(default_factory=dict)
+    done: dict[Digest, str | None] = field(default_factory=dict)
+    absent_optional: set[Digest] = field(default_factory=set)
+    reported: set[Digest] = field(default_factory=set)
+
+    @property
+    def report(self) -> Report:
+        return self.engine.report
+
+    def run(self) -> None:
+        engine = self.engine
+        self.src = read_repository(engine.source, self.repository, self.report.add_problem)
+        try:
+            self.dst = read_repository(engine.dest, self.repository)
+        except NotFound:
+            self.dst = RepositoryState(self.repository)  # a destination that does not exist yet is empty
+        self.report.count("repositories")
+        tags = self._tags_to_publish()
+        revisions = sorted(self.src.revisions - self.dst.revisions)
+        self.report.count("revisions_up_to_date", len(self.src.revisions & self.dst.revisions))
+        for digest in sorted(set(revisions) | set(tags.values())):
+            self.closures[digest] = self._resolve(digest)
+        for digest in revisions:
+            self._start_copies(digest)
+        self.raw_manifests.clear()
+        for digest in revisions:
+            reason = self._ensure_revision(digest)
+            if reason is not None:
+                self.report.add_problem(Problem("revision-not-published", reason, repository=self.repository, digest=str(digest)))
+        for tag, digest in sorted(tags.items()):
+            self._publish_tag(tag, digest)
+
+    def _tags_to_publish(self) -> dict[str, Digest]:
+        wanted: dict[str, Digest] = {}
+        for tag, digest in self.src.tags.items():
+            if self.dst.tags.get(tag) == digest:
+                self.report.count("tags_up_to_date")
+            elif digest not in self.src.revisions:
+                self._tag_problem(tag, digest, f"the tag points to {digest}, which has no revision link at the source")
+            else:
+                wanted[tag] = digest
+        return wanted
+
+    def _resolve(self, root: Digest) -> Closure | ClosureError:
+        try:
+            return resolve_closure(root, self._load_manifest)
+        except ClosureError as exc:
+            return exc
+
+    def _load_manifest(self, digest: Digest) -> Manifest:
+        if digest not in self.src.revisions:
+            raise ClosureError("missing-manifest", digest, "referenced manifest has no revision link at the source")
+        key = key_of(BlobData(digest))
+        try:
+            data = read_small(self.engine.source, key, MAX_MANIFEST_BYTES)
+        except NotFound:
+            raise ClosureError("missing-blob", digest, "manifest blob missing at the source") from None
+        except BackendError as exc:
+            raise ClosureError("read-failed", digest, f"cannot read the manifest: {exc}") from exc
+        hasher = digest.hasher()
+        hasher.update(data)
+        if hasher.hexdigest() != digest.hex:
+            raise ClosureError("digest-mismatch", digest, f"manifest blob content hashes to {digest.algorithm}:{hasher.hexdigest()}")
+        try:
+            manifest = parse_manifest(data)
+        except MalformedManifest as exc:
+            raise ClosureError("malformed-manifest", digest, str(exc)) from None
+        self.raw_manifests[digest] = data
+        return manifest
+
+    def _start_copies(self, root: Digest) -> None:
+        closure = self.closures[root]
+        if isinstance(closure, ClosureError):
+            return
+        for digest in closure.manifests:
+            self.copier.ensure(digest, self.raw_manifests.get(digest))
+        for ref in closure.blob_references():
+            self.copier.ensure(ref.digest)
+
+    def _ensure_revision(self, root: Digest, *, rewrite: bool = False) -> str | None:
+        """Make ``root``'s closure present and linked on the destination; None, or why not."""
+        closure = self.closures[root]
+        if isinstance(closure, ClosureError):
+            self._closure_problem(closure)
+            return f"{closure.digest}: {closure.reason}"
+        for digest, manifest in closure.manifests.items():
+            if digest in self.done:
+                if self.done[digest] is not None:
+                    return self.done[digest]
+                continue
+            if digest in self.dst.revisions and not rewrite:
+                self.done[digest] = None
+                continue
+            self.done[digest] = self._write_revision(digest, manifest, fresh=rewrite)
+            if self.done[digest] is not None:
+                return self.done[digest]
+        return None
+
+    def _write_revision(self, digest: Digest, manifest: Manifest, *, fresh: bool = False) -> str | None:
+        """Blobs, then ``_layers`` links, then the revision link (children were written before)."""
+        outcome: BlobOutcome = self.copier.ensure(digest, self.raw_manifests.get(digest), fresh=fresh).result()
+        if not outcome.ok:
+            return f"manifest blob {digest}: {_why(outcome)}"
+        linked: list[Digest] = []
+        for ref in manifest.blobs:
+            outcome = self.copier.ensure(ref.digest, fresh=fresh).result()
+            if outcome.ok:
+                linked.append(ref.digest)
+            elif outcome.absent and ref.optional:
+                self.absent_optional.add(ref.digest)
+            else:
+                if outcome.absent:
+                    self.report.add_problem(Problem("missing-blob", "referenced blob missing at the source", repository=self.repository, digest=str(ref.digest)))
+                return f"blob {ref.digest}: {_why(outcome)}"
+        try:
+            for blob in linked:
+                self._write_link(key_of(LayerLink(self.repository, blob)), blob)
+            self._write_link(key_of(RevisionLink(self.repository, digest)), digest)
+        except BackendError as exc:
+            self.report.add_problem(Problem("write-failed", str(exc), repository=self.repository, digest=str(digest), key=exc.key))
+            return f"writing links failed: {exc}"
+        self.report.count("revisions_published")
+        return None
+
+    def _publish_tag(self, tag: str, digest: Digest) -> None:
+        closure = self.closures[digest]
+        reason = self._ensure_revision(digest)
+        if reason is not None:
+            self._tag_problem(tag, digest, reason)
+            return
+        assert isinstance(closure, Closure)
+        if not self.engine.options.dry_run:
+            missing = self._read_back(closure)
+            if missing and digest in self.dst.revisions:
+                self.done = {d: r for d, r in self.done.items() if d not in closure.manifests}
+                reason = self._ensure_revision(digest, rewrite=True)
+                missing = [reason] if reason else self._read_back(closure)
+            if missing:
+                self._tag_problem(tag, digest, "read-back found the destination lacking: " + "; ".join(missing[:5]), kind="verify-failed")
+                return
+        try:
+            self._write_link(key_of(TagCurrentLink(self.repository, tag)), digest)
+            self._write_link(key_of(TagIndexLink(self.repository, tag, digest)), digest)
+        except BackendError as exc:
+            self._tag_problem(tag, digest, f"writing the tag failed: {exc}", kind="write-failed")
+            return
+        self.report.count("tags_published")
+        self.report.emit("tag-published", repository=self.repository, tag=tag, digest=str(digest))
+
+    def _read_back(self, closure: Closure) -> list[str]:
+        try:
+            return missing_from(
+                self.engine.dest,
+                self.repository,
+                closure,
+                absent_optional=self.absent_optional,
+                present_blobs=self.engine._present_blobs,
+            )
+        except BackendError as exc:
+            return [f"reading the destination failed: {exc}"]
+
+    def _write_link(self, key: str, digest: Digest) -> None:
+        """Write a link unless it already holds ``digest``; retries transient failures."""
+        if self.engine.cancelled.is_set():
+            raise Cancelled()
+        try:
+            if read_link(self.engine.dest, key, attempts=1) == digest:
+                self.report.count("links_present")
+                return
+        except (NotFound, UnreadableLink):
+            pass
+        if self.engine.options.dry_run:
+            self.report.plan(f"link {key} -> {digest}")
+            self.report.count("links_written")
+            return
+        for attempt in range(LINK_WRITE_ATTEMPTS):
+            try:
+                content = format_link(digest)
+                self.engine.dest.put(key, io.BytesIO(content), size=len(content))
+                break
+            except TransientError:
+                if attempt + 1 == LINK_WRITE_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        self.report.count("links_written")
+
+    def _closure_problem(self, error: ClosureError) -> None:
+        if error.digest in self.reported:
+            return
+        self.reported.add(error.digest)
+        self.report.add_problem(Problem(error.kind, error.reason, repository=self.repository, digest=str(error.digest)))
+
+    def _tag_problem(self, tag: str, digest: Digest, reason: str, *, kind: str = "tag-not-published") -> None:
+        self.report.add_problem(Problem(kind, reason, repository=self.repository, tag=tag, digest=str(digest)))
+
+
+def _why(outcome: BlobOutcome) -> str:
+    return outcome.problem.reason if outcome.problem else "not available"
+

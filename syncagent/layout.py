@@ -1,0 +1,212 @@
+"""The registry storage layout: typed path specs, their keys, and name/tag/digest validation.
+
+This is the one place that builds or parses storage keys (distribution's
+``registry/storage/paths.go``). Everything lives below ``docker/registry/v2/``::
+
+    blobs/<alg>/<hex[:2]>/<hex>/data                                BlobData
+    repositories/<name>/_layers/<alg>/<hex>/link                    LayerLink
+    repositories/<name>/_manifests/revisions/<alg>/<hex>/link       RevisionLink
+    repositories/<name>/_manifests/tags/<tag>/current/link          TagCurrentLink
+    repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link TagIndexLink
+
+Anything that does not parse -- uploads in progress, temporary files, names
+outside the grammar (which is also how path traversal is refused) -- raises
+:class:`InvalidPath` and is never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Union
+
+ROOT = "docker/registry/v2"
+BLOBS_PREFIX = f"{ROOT}/blobs/"
+REPOSITORIES_PREFIX = f"{ROOT}/repositories/"
+
+MAX_REPOSITORY_LENGTH = 255
+LINK_MAX_BYTES = 1024
+
+_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_HEX = re.compile(r"[0-9a-f]+")
+_REPOSITORY_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+class InvalidPath(ValueError):
+    """A name, tag, digest, link or key that is not part of the registry layout."""
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    """A content digest such as ``sha256:<64 hex>``."""
+
+    algorithm: str
+    hex: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Digest":
+        algorithm, sep, hexpart = text.partition(":")
+        if not sep:
+            raise InvalidPath(f"not a digest: {text[:100]!r}")
+        return cls.of(algorithm, hexpart)
+
+    @classmethod
+    def of(cls, algorithm: str, hexpart: str) -> "Digest":
+        length = _HEX_LENGTHS.get(algorithm)
+        if length is None:
+            raise InvalidPath(f"unsupported digest algorithm {algorithm[:20]!r}")
+        if len(hexpart) != length or not _HEX.fullmatch(hexpart):
+            raise InvalidPath(f"malformed {algorithm} digest {hexpart[:140]!r}")
+        return cls(algorithm, hexpart)
+
+    def hasher(self):
+        return hashlib.new(self.algorithm)
+
+    @property
+    def short(self) -> str:
+        return f"{self.algorithm}:{self.hex[:12]}"
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+def validate_repository(name: str) -> str:
+    """Return ``name`` if it is a valid repository name, else raise InvalidPath."""
+    if not name or len(name) > MAX_REPOSITORY_LENGTH:
+        raise InvalidPath(f"repository name must be 1-{MAX_REPOSITORY_LENGTH} characters: {name[:300]!r}")
+    for component in name.split("/"):
+        if not _REPOSITORY_COMPONENT.fullmatch(component):
+            raise InvalidPath(f"invalid repository name {name[:300]!r} (component {component[:100]!r})")
+    return name
+
+
+def validate_repository_component(component: str) -> str:
+    if not _REPOSITORY_COMPONENT.fullmatch(component):
+        raise InvalidPath(f"invalid repository name component {component[:100]!r}")
+    return component
+
+
+def validate_tag(tag: str) -> str:
+    if not _TAG.fullmatch(tag):
+        raise InvalidPath(f"invalid tag {tag[:200]!r}")
+    return tag
+
+
+@dataclass(frozen=True)
+class BlobData:
+    digest: Digest
+
+
+@dataclass(frozen=True)
+class LayerLink:
+    repository: str
+    digest: Digest
+
+
+@dataclass(frozen=True)
+class RevisionLink:
+    repository: str
+    digest: Digest
+
+
+@dataclass(frozen=True)
+class TagCurrentLink:
+    repository: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class TagIndexLink:
+    repository: str
+    tag: str
+    digest: Digest
+
+
+PathSpec = Union[BlobData, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink]
+Link = Union[LayerLink, RevisionLink, TagCurrentLink, TagIndexLink]
+
+
+def repository_prefix(repository: str) -> str:
+    return f"{REPOSITORIES_PREFIX}{validate_repository(repository)}/"
+
+
+def tags_prefix(repository: str) -> str:
+    return f"{repository_prefix(repository)}_manifests/tags/"
+
+
+def revisions_prefix(repository: str, algorithm: str | None = None) -> str:
+    base = f"{repository_prefix(repository)}_manifests/revisions/"
+    return base if algorithm is None else f"{base}{algorithm}/"
+
+
+def layers_prefix(repository: str, algorithm: str | None = None) -> str:
+    base = f"{repository_prefix(repository)}_layers/"
+    return base if algorithm is None else f"{base}{algorithm}/"
+
+
+def key_of(spec: PathSpec) -> str:
+    """The storage key of a path spec; validates every part."""
+    if isinstance(spec, BlobData):
+        d = spec.digest
+        return f"{BLOBS_PREFIX}{d.algorithm}/{d.hex[:2]}/{d.hex}/data"
+    if isinstance(spec, LayerLink):
+        return f"{layers_prefix(spec.repository, spec.digest.algorithm)}{spec.digest.hex}/link"
+    if isinstance(spec, RevisionLink):
+        return f"{revisions_prefix(spec.repository, spec.digest.algorithm)}{spec.digest.hex}/link"
+    if isinstance(spec, TagCurrentLink):
+        return f"{tags_prefix(spec.repository)}{validate_tag(spec.tag)}/current/link"
+    if isinstance(spec, TagIndexLink):
+        d = spec.digest
+        return f"{tags_prefix(spec.repository)}{validate_tag(spec.tag)}/index/{d.algorithm}/{d.hex}/link"
+    raise TypeError(f"not a path spec: {spec!r}")
+
+
+def parse_key(key: str) -> PathSpec:
+    """The path spec a storage key names; raises InvalidPath for anything else."""
+    if key.startswith(BLOBS_PREFIX):
+        parts = key[len(BLOBS_PREFIX):].split("/")
+        if len(parts) == 4 and parts[3] == "data":
+            digest = Digest.of(parts[0], parts[2])
+            if parts[1] == digest.hex[:2]:
+                return BlobData(digest)
+        raise InvalidPath(f"not a blob data key: {key[:300]!r}")
+    if not key.startswith(REPOSITORIES_PREFIX):
+        raise InvalidPath(f"outside the registry layout: {key[:300]!r}")
+    rest = key[len(REPOSITORIES_PREFIX):]
+    for marker in ("/_layers/", "/_manifests/", "/_uploads/"):
+        repository, sep, tail = rest.partition(marker)
+        if not sep:
+            continue
+        validate_repository(repository)
+        parts = tail.split("/")
+        if marker == "/_layers/" and len(parts) == 3 and parts[2] == "link":
+            return LayerLink(repository, Digest.of(parts[0], parts[1]))
+        if marker == "/_manifests/":
+            if len(parts) == 4 and parts[0] == "revisions" and parts[3] == "link":
+                return RevisionLink(repository, Digest.of(parts[1], parts[2]))
+            if len(parts) == 4 and parts[0] == "tags" and parts[2:] == ["current", "link"]:
+                return TagCurrentLink(repository, validate_tag(parts[1]))
+            if len(parts) == 6 and parts[0] == "tags" and parts[2] == "index" and parts[5] == "link":
+                return TagIndexLink(repository, validate_tag(parts[1]), Digest.of(parts[3], parts[4]))
+        break
+    raise InvalidPath(f"not a registry object: {key[:300]!r}")
+
+
+def format_link(digest: Digest) -> bytes:
+    """A link file's content: the bare digest, no newline."""
+    return str(digest).encode("ascii")
+
+
+def parse_link(data: bytes) -> Digest:
+    """The digest a link holds; raises InvalidPath for empty or malformed content."""
+    if not data:
+        raise InvalidPath("empty link")
+    if len(data) > LINK_MAX_BYTES:
+        raise InvalidPath(f"link of {len(data)} bytes")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidPath("link is not ASCII") from None
+    return Digest.parse(text)

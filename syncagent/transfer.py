@@ -1,0 +1,199 @@
+"""Copying blobs: streamed, hashed while they stream, checked before they become visible.
+
+A :class:`BlobCopier` copies each blob at most once per pass, whatever the
+number of repositories that need it, on a bounded pool of threads, and answers
+each request with a future of :class:`BlobOutcome`.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from backends import Backend, BackendError, NotFound, TransientError
+
+from .layout import BlobData, Digest, key_of
+from .report import Problem, Report
+
+RETRY_DELAYS = (0.2, 1.0, 3.0)
+
+
+class Cancelled(Exception):
+    """The run was interrupted; whatever was in flight was abandoned whole."""
+
+
+class DigestMismatch(Exception):
+    """Blob content does not match its digest (or its announced size)."""
+
+
+class SourceReadError(Exception):
+    """Reading the source failed while the destination was being written."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class HashingReader(io.RawIOBase):
+    """Wraps a source stream: hashes and counts what passes, reports progress, honours cancellation."""
+
+    def __init__(self, stream: BinaryIO, digest: Digest, report: Report, cancelled: threading.Event) -> None:
+        self._stream = stream
+        self._hasher = digest.hasher()
+        self._report = report
+        self._cancelled = cancelled
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._cancelled.is_set():
+            raise Cancelled()
+        try:
+            data = self._stream.read(size)
+        except Exception as exc:
+            raise SourceReadError(exc) from exc
+        if data:
+            self._hasher.update(data)
+            self.size += len(data)
+            self._report.emit("bytes", amount=len(data))
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
+
+
+@dataclass(frozen=True)
+class BlobOutcome:
+    """``ok``: present on the destination (copied now, or already there).
+
+    ``absent``: missing at the source. ``problem``: why it is not on the destination.
+    """
+
+    ok: bool
+    copied: bool = False
+    absent: bool = False
+    size: int = 0
+    problem: Problem | None = None
+
+
+class BlobCopier:
+    def __init__(
+        self,
+        source: Backend,
+        dest: Backend,
+        pool: ThreadPoolExecutor,
+        report: Report,
+        cancelled: threading.Event,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        self.source = source
+        self.dest = dest
+        self.pool = pool
+        self.report = report
+        self.cancelled = cancelled
+        self.dry_run = dry_run
+        self._futures: dict[Digest, Future] = {}
+        self._lock = threading.Lock()
+
+    def ensure(self, digest: Digest, content: bytes | None = None, *, fresh: bool = False) -> Future:
+        """A future of the blob's :class:`BlobOutcome`; the copy starts at most once per pass.
+
+        ``fresh``: check the destination again even if this pass already did
+        (used to repair a destination found damaged).
+        """
+        with self._lock:
+            future = self._futures.get(digest)
+            if future is None or (fresh and future.done()):
+                future = self.pool.submit(self._ensure, digest, content)
+                self._futures[digest] = future
+        return future
+
+    def _ensure(self, digest: Digest, content: bytes | None) -> BlobOutcome:
+        key = key_of(BlobData(digest))
+        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+            try:
+                return self._copy(digest, key, content)
+            except TransientError as exc:
+                failure, kind = exc, "write-failed"
+            except SourceReadError as exc:
+                if not isinstance(exc.cause, TransientError):
+                    return self._failed(digest, key, "read-failed", f"reading the source failed: {exc.cause}")
+                failure, kind = exc.cause, "read-failed"
+            if delay is None or self.cancelled.is_set():
+                return self._failed(digest, key, kind, f"gave up after {attempt + 1} attempts: {failure}")
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _copy(self, digest: Digest, key: str, content: bytes | None) -> BlobOutcome:
+        if self.cancelled.is_set():
+            raise Cancelled()
+        try:
+            size = len(content) if content is not None else self._source_size(key)
+        except NotFound:
+            return BlobOutcome(False, absent=True, problem=Problem("missing-blob", "blob data missing at the source", digest=str(digest), key=key))
+        except BackendError as exc:
+            raise SourceReadError(exc) from exc
+        try:
+            present = self.dest.stat(key).size == size
+        except NotFound:
+            present = False
+        except TransientError:
+            raise
+        except BackendError as exc:
+            return self._failed(digest, key, "write-failed", f"cannot stat the destination: {exc}")
+        if present:
+            self.report.count("blobs_skipped")
+            self.report.count("bytes_skipped", size)
+            return BlobOutcome(True, size=size)
+        self.report.emit("blob-planned", size=size)
+        if self.dry_run:
+            self.report.plan(f"copy blob {digest} ({size} bytes)")
+            self.report.count("blobs_copied")
+            self.report.count("bytes_copied", size)
+            return BlobOutcome(True, copied=True, size=size)
+        try:
+            stream = io.BytesIO(content) if content is not None else self.source.open_read(key)
+        except NotFound:
+            return BlobOutcome(False, absent=True, problem=Problem("missing-blob", "blob data missing at the source", digest=str(digest), key=key))
+        except BackendError as exc:
+            raise SourceReadError(exc) from exc
+        with stream:
+            reader = HashingReader(stream, digest, self.report, self.cancelled)
+
+            def check_digest() -> None:
+                if reader.hexdigest() != digest.hex:
+                    raise DigestMismatch(f"content hashes to {digest.algorithm}:{reader.hexdigest()}")
+                if reader.size != size:
+                    raise DigestMismatch(f"read {reader.size} bytes, the source announced {size}")
+
+            try:
+                written = self.dest.put(key, reader, size=size, before_commit=check_digest)
+            except DigestMismatch as exc:
+                return self._failed(digest, key, "digest-mismatch", f"source blob is corrupt: {exc}")
+            except TransientError:
+                raise
+            except BackendError as exc:
+                return self._failed(digest, key, "write-failed", str(exc))
+        self.report.count("blobs_copied")
+        self.report.count("bytes_copied", written.size)
+        return BlobOutcome(True, copied=True, size=written.size)
+
+    def _source_size(self, key: str) -> int:
+        return self.source.stat(key).size
+
+    def _failed(self, digest: Digest, key: str, kind: str, reason: str) -> BlobOutcome:
+        problem = Problem(kind, reason, digest=str(digest), key=key)
+        self.report.add_problem(problem)
+        return BlobOutcome(False, problem=problem)
