@@ -43,11 +43,9 @@ class TreeSummary:
     bytes: int
 
 
-def _payload(rng: random.Random, size: int) -> bytes:
-    return rng.randbytes(size)
+class TreeWriter:
+    """Writes blobs, links, images and indexes into a backend the way a registry does."""
 
-
-class _Writer:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.blobs: set[Digest] = set()
@@ -65,6 +63,48 @@ class _Writer:
         content = format_link(digest)
         self.backend.put(key_of(spec), io.BytesIO(content), size=len(content))
 
+    def tag(self, repository: str, tag: str, digest: Digest) -> None:
+        self.link(TagCurrentLink(repository, tag), digest)
+        self.link(TagIndexLink(repository, tag, digest), digest)
+
+    def image(self, repository: str, layers: list[bytes], *, tag: str | None = None, platform: str = "amd64") -> tuple[Digest, int]:
+        """An OCI image manifest with its config and layers, linked; returns (digest, size)."""
+        layer_descs = [(self.blob(data), len(data)) for data in layers]
+        config = json.dumps({"architecture": platform, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [str(d) for d, _ in layer_descs]}}).encode()
+        config_digest = self.blob(config)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": _descriptor(CONFIG_TYPE, config_digest, len(config)),
+                "layers": [_descriptor(LAYER_TYPE, d, s) for d, s in layer_descs],
+            },
+            indent=3,
+        ).encode()
+        return self.manifest(repository, manifest, [config_digest, *(d for d, _ in layer_descs)], tag=tag)
+
+    def manifest(self, repository: str, manifest: bytes, blobs: list[Digest], *, tag: str | None = None) -> tuple[Digest, int]:
+        """Store any manifest bytes with the layer links of ``blobs`` and its revision link."""
+        manifest_digest = self.blob(manifest)
+        for digest in blobs:
+            self.link(LayerLink(repository, digest), digest)
+        self.link(RevisionLink(repository, manifest_digest), manifest_digest)
+        if tag:
+            self.tag(repository, tag, manifest_digest)
+        return manifest_digest, len(manifest)
+
+    def index(self, repository: str, children: list[tuple[tuple[Digest, int], str]], *, tag: str | None = None) -> Digest:
+        """An OCI index over already written ``((digest, size), architecture)`` children."""
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [_descriptor(OCI_MANIFEST, d, s, platform={"architecture": arch, "os": "linux"}) for (d, s), arch in children],
+            }
+        ).encode()
+        digest, _ = self.manifest(repository, index, [], tag=tag)
+        return digest
+
 
 def _descriptor(media_type: str, digest: Digest, size: int, **extra) -> dict:
     return {"mediaType": media_type, "digest": str(digest), "size": size, **extra}
@@ -73,57 +113,26 @@ def _descriptor(media_type: str, digest: Digest, size: int, **extra) -> dict:
 def write_tree(backend: Backend, shape: TreeShape = TreeShape()) -> TreeSummary:
     """Write a registry tree of ``shape`` into ``backend``; returns what it wrote."""
     rng = random.Random(shape.seed)
-    writer = _Writer(backend)
+    writer = TreeWriter(backend)
     low, high = shape.layer_bytes
-    shared = [_payload(rng, rng.randint(low, high)) for _ in range(shape.shared_layers)]
+    shared = [rng.randbytes(rng.randint(low, high)) for _ in range(shape.shared_layers)]
     names = [f"team{r % 3}/app{r}" if r % 2 else f"app{r}" for r in range(shape.repositories)]
     tags: dict[str, dict[str, str]] = {}
 
-    def image(repository: str, platform: str) -> tuple[Digest, int]:
-        layers = []
-        for n in range(shape.layers_per_image):
-            data = shared[rng.randrange(len(shared))] if shared and n == 0 else _payload(rng, rng.randint(low, high))
-            layers.append((writer.blob(data), len(data)))
-        config = json.dumps({"architecture": platform, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [str(d) for d, _ in layers]}}).encode()
-        config_digest = writer.blob(config)
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": _descriptor(CONFIG_TYPE, config_digest, len(config)),
-                "layers": [_descriptor(LAYER_TYPE, d, s) for d, s in layers],
-            },
-            indent=3,
-        ).encode()
-        manifest_digest = writer.blob(manifest)
-        for digest in [config_digest, *(d for d, _ in layers)]:
-            writer.link(LayerLink(repository, digest), digest)
-        writer.link(RevisionLink(repository, manifest_digest), manifest_digest)
-        return manifest_digest, len(manifest)
+    def layers() -> list[bytes]:
+        own = [rng.randbytes(rng.randint(low, high)) for _ in range(shape.layers_per_image - (1 if shared else 0))]
+        return ([shared[rng.randrange(len(shared))]] if shared else []) + own
 
-    for number, repository in enumerate(names):
+    for repository in names:
         tags[repository] = {}
         for t in range(shape.tags_per_repository):
-            if shape.index_every and (t + 1) % shape.index_every == 0:
-                children = [(image(repository, arch), arch) for arch in ("amd64", "arm64")]
-                index = json.dumps(
-                    {
-                        "schemaVersion": 2,
-                        "mediaType": OCI_INDEX,
-                        "manifests": [
-                            _descriptor(OCI_MANIFEST, d, s, platform={"architecture": arch, "os": "linux"})
-                            for (d, s), arch in children
-                        ],
-                    }
-                ).encode()
-                digest = writer.blob(index)
-                writer.link(RevisionLink(repository, digest), digest)
-            else:
-                digest, _ = image(repository, "amd64")
             tag = f"v{t}"
-            writer.link(TagCurrentLink(repository, tag), digest)
-            writer.link(TagIndexLink(repository, tag, digest), digest)
+            if shape.index_every and (t + 1) % shape.index_every == 0:
+                children = [(writer.image(repository, layers(), platform=arch), arch) for arch in ("amd64", "arm64")]
+                digest = writer.index(repository, children, tag=tag)
+            else:
+                digest, _ = writer.image(repository, layers(), tag=tag)
             tags[repository][tag] = str(digest)
         for _ in range(shape.untagged_per_repository):
-            image(repository, "amd64")
+            writer.image(repository, layers())
     return TreeSummary(names, tags, len(writer.blobs), writer.bytes)
