@@ -59,6 +59,7 @@ def _translating(key: str) -> Iterator[None]:
 class FilesystemBackend(BaseBackend):
     def __init__(self, root: str | os.PathLike, options: FilesystemOptions = FilesystemOptions()) -> None:
         self.root = Path(root).absolute()
+        self._root = str(self.root)
         self.options = options
         staging = Path(options.staging)
         self.staging = staging if staging.is_absolute() else self.root / staging
@@ -77,11 +78,11 @@ class FilesystemBackend(BaseBackend):
             raise ConfigurationError("file:// URL without a path")
         return cls(parts.path, parse_options(FilesystemOptions, query, scheme="file"))
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
         check_key(key)
         if self._staging_component and key.split("/", 1)[0] == self._staging_component:
             raise InvalidKey(f"{key}: reserved for temporary files", key=key)
-        return self.root / key
+        return f"{self._root}/{key}"
 
     def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
@@ -101,7 +102,7 @@ class FilesystemBackend(BaseBackend):
             raise _translate(exc, key) from exc
 
     def put(self, key: str, data: BinaryIO, *, size: int | None = None, before_commit: BeforeCommit | None = None) -> ObjectInfo:
-        target = self._path(key)
+        target = Path(self._path(key))
         name = f"{os.getpid()}-{uuid.uuid4().hex}"
         work, tmp_file = self.staging / name, self.staging / f"{name}.part"
         try:
@@ -200,23 +201,21 @@ class FilesystemBackend(BaseBackend):
         path = self._path(key)
         try:
             os.unlink(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except IsADirectoryError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         except OSError as exc:
             raise _translate(exc, key) from exc
-        parent = path.parent
-        while parent != self.root:
+        parent = os.path.dirname(path)
+        while parent != self._root:
             try:
                 os.rmdir(parent)
             except OSError:
                 break
-            parent = parent.parent
+            parent = os.path.dirname(parent)
 
     def iter_children(self, prefix: str) -> Iterator[Entry]:
         check_prefix(prefix)
-        directory = self.root / prefix if prefix else self.root
+        directory = f"{self._root}/{prefix}" if prefix else self._root
         try:
             entries = os.scandir(directory)
         except (FileNotFoundError, NotADirectoryError) as exc:
@@ -246,7 +245,7 @@ class FilesystemBackend(BaseBackend):
                     stack.append(key + "/")
                     continue
                 try:
-                    size = os.stat(self.root / key).st_size
+                    size = os.stat(f"{self._root}/{key}").st_size
                 except FileNotFoundError:
                     continue
                 yield ObjectInfo(key, size)

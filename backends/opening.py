@@ -10,7 +10,6 @@ with the scheme as the entry point's name; the class must offer
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from urllib.parse import parse_qsl, urlsplit
 
 from .base import Backend
@@ -35,6 +34,8 @@ def backend_class(scheme: str):
     """The class registered for ``scheme`` (built-in first, then entry points)."""
     if scheme in _BUILTIN:
         return _load(_BUILTIN[scheme])
+    from importlib.metadata import entry_points
+
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == scheme:
             return ep.load()

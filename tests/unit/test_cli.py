@@ -1,0 +1,77 @@
+"""The command line's contract: exit codes, JSON summary, dry run."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backends.filesystem import FilesystemBackend
+from syncagent.layout import BlobData, Digest, key_of
+from syncagent.synthetic import TreeShape, TreeWriter, write_tree
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def syncagent(*args):
+    return subprocess.run([sys.executable, "-m", "syncagent", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.fixture
+def primary(tmp_path):
+    write_tree(FilesystemBackend(tmp_path / "primary"), TreeShape(repositories=2, tags_per_repository=2, layer_bytes=(10, 100)))
+    return tmp_path / "primary"
+
+
+def test_sync_json_summary_and_exit_0(primary, tmp_path):
+    result = syncagent("sync", str(primary), str(tmp_path / "copy"), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["tags_published"] == 4
+    assert summary["problems"] == []
+    assert summary["blobs_copied"] > 0 and summary["bytes_copied"] > 0
+    assert syncagent("verify", str(tmp_path / "copy")).returncode == 0
+
+
+def test_problems_give_exit_1_and_are_named(primary, tmp_path):
+    writer = TreeWriter(FilesystemBackend(primary))
+    writer.image("app0", [b"payload"], tag="corrupt")
+    layer = Digest("sha256", hashlib.sha256(b"payload").hexdigest())
+    (primary / key_of(BlobData(layer))).write_bytes(b"paylaod")
+    result = syncagent("sync", str(primary), str(tmp_path / "copy"), "--json")
+    assert result.returncode == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert any(p["kind"] == "digest-mismatch" and p["digest"] == str(layer) for p in problems)
+    assert any(p["kind"] == "tag-not-published" and p["tag"] == "corrupt" and p["repository"] == "app0" for p in problems)
+    human = syncagent("sync", str(primary), str(tmp_path / "copy"))
+    assert human.returncode == 1
+    assert "app0:corrupt" in human.stdout and str(layer) in human.stdout
+
+
+def test_usage_and_configuration_errors_exit_2(primary, tmp_path):
+    assert syncagent("sync", str(primary)).returncode == 2
+    bad_option = syncagent("sync", str(primary), f"file://{tmp_path}/x?nope=1")
+    assert bad_option.returncode == 2 and "nope" in bad_option.stderr
+    assert syncagent("sync", str(primary), "gopher://x").returncode == 2
+    assert syncagent("sync", str(primary), str(tmp_path / "c"), "--jobs", "0").returncode == 2
+
+
+def test_dry_run_writes_nothing(primary, tmp_path):
+    result = syncagent("sync", str(primary), str(tmp_path / "copy"), "--dry-run")
+    assert result.returncode == 0
+    assert "copy blob sha256:" in result.stdout and "current/link" in result.stdout
+    assert not (tmp_path / "copy").exists()
+
+
+def test_verify_reports_a_broken_destination(primary, tmp_path):
+    copy = tmp_path / "copy"
+    assert syncagent("sync", str(primary), str(copy)).returncode == 0
+    links = sorted(copy.glob("docker/registry/v2/repositories/app0/_layers/sha256/*/link"))
+    links[0].unlink()
+    result = syncagent("verify", str(copy), "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert not report["ok"]
+    assert any(p["kind"] == "broken-tag" and "layer link" in p["reason"] for p in report["problems"])

@@ -1,0 +1,71 @@
+"""Filesystem specifics beyond the conformance suite: directories appear with their object."""
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from backends import ConfigurationError, InvalidKey, open_backend
+from backends.filesystem import STAGING_NAME, FilesystemBackend
+
+
+def test_a_new_tag_directory_appears_only_with_its_link(tmp_path):
+    backend = FilesystemBackend(tmp_path)
+    tags = "docker/registry/v2/repositories/app/_manifests/tags/"
+    backend.put_bytes(tags + "v1/current/link", b"sha256:" + b"a" * 64)
+    seen = []
+
+    def listing_now():
+        seen.append(sorted(os.listdir(tmp_path / tags)))
+
+    backend.put(tags + "v2/current/link", io.BytesIO(b"sha256:" + b"b" * 64), before_commit=listing_now)
+    assert seen == [["v1"]]
+    assert sorted(os.listdir(tmp_path / tags)) == ["v1", "v2"]
+    assert os.listdir(tmp_path / STAGING_NAME) == []
+
+
+def test_delete_removes_directories_it_empties_but_not_the_root(tmp_path):
+    backend = FilesystemBackend(tmp_path)
+    backend.put_bytes("a/b/c/link", b"x")
+    backend.put_bytes("a/keep", b"y")
+    backend.delete("a/b/c/link")
+    assert not (tmp_path / "a" / "b").exists()
+    assert (tmp_path / "a" / "keep").exists()
+    backend.delete("a/keep")
+    assert tmp_path.exists() and not (tmp_path / "a").exists()
+
+
+def test_staging_leftovers_of_dead_writers_are_cleaned(tmp_path):
+    staging = tmp_path / STAGING_NAME
+    staging.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (staging / f"{dead_pid}-deadbeef.part").write_bytes(b"half a blob")
+    (staging / f"{dead_pid}-cafe").mkdir()
+    (staging / f"{os.getpid()}-mine.part").write_bytes(b"in flight")
+    FilesystemBackend(tmp_path).put_bytes("k", b"v")
+    assert sorted(os.listdir(staging)) == [f"{os.getpid()}-mine.part"]
+
+
+def test_staging_directory_is_hidden_and_reserved(tmp_path):
+    backend = FilesystemBackend(tmp_path)
+    backend.put_bytes("x", b"1")
+    assert [e.name for e in backend.iter_children("")] == ["x"]
+    with pytest.raises(InvalidKey):
+        backend.put_bytes(f"{STAGING_NAME}/evil", b"1")
+
+
+def test_url_forms_and_options(tmp_path):
+    assert open_backend(str(tmp_path)).root == tmp_path
+    assert open_backend(f"file://{tmp_path}?fsync=false").options.fsync is False
+    with pytest.raises(ConfigurationError, match="valid options: fsync, staging"):
+        open_backend(f"file://{tmp_path}?fsnyc=0")
+    with pytest.raises(ConfigurationError):
+        open_backend(f"file://{tmp_path}?fsync=maybe")
+    with pytest.raises(ConfigurationError):
+        open_backend("nosuch://x")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigurationError):
+        open_backend(str(tmp_path / "file"))
