@@ -136,18 +136,26 @@ class FilesystemBackend(BaseBackend):
         return written
 
     def _move_into_place(self, tmp_file: Path, target: Path, work: Path) -> None:
-        """Rename the finished file to ``target``, bringing missing directories with it."""
+        """Rename the finished file to ``target``, bringing missing directories with it.
+
+        The rename is tried first; only when it fails for want of a directory
+        is the topmost missing one found and built in the staging directory.
+        """
         for _ in range(_PUT_ATTEMPTS):
-            missing = self._topmost_missing_dir(target.parent)
-            if missing is None:
-                try:
-                    os.rename(tmp_file, target)
-                except FileNotFoundError:
-                    continue  # the directory vanished (a concurrent delete): start over
-                except IsADirectoryError as exc:
-                    raise BackendError(f"{target}: a directory is in the way") from exc
+            try:
+                os.rename(tmp_file, target)
+            except FileNotFoundError:
+                pass  # a directory on the way is missing (or a concurrent delete removed it)
+            except IsADirectoryError as exc:
+                raise BackendError(f"{target}: a directory is in the way") from exc
+            except NotADirectoryError as exc:
+                raise BackendError(f"{target}: a file is in the way of a directory") from exc
+            else:
                 self._sync_dir(target.parent)
                 return
+            missing = self._topmost_missing_dir(target.parent)
+            if missing is None:
+                continue
             inner = work / target.parent.relative_to(missing)
             inner.mkdir(parents=True)
             os.rename(tmp_file, inner / target.name)
@@ -164,14 +172,17 @@ class FilesystemBackend(BaseBackend):
         raise TransientError(f"{target}: directories kept changing under a concurrent writer", key=str(target))
 
     def _topmost_missing_dir(self, directory: Path) -> Path | None:
-        if directory.is_dir():
+        """The highest missing directory on the way to ``directory`` (None if it exists)."""
+        if os.path.isdir(directory):
             return None
-        if not self.root.is_dir():
-            self.root.mkdir(parents=True, exist_ok=True)
         missing = directory
-        while missing.parent != self.root and not missing.parent.is_dir():
+        while missing.parent != self.root and not os.path.isdir(missing.parent):
             missing = missing.parent
-        if missing.exists() and not missing.is_dir():
+        if missing.parent == self.root and not os.path.isdir(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(missing):
+            if os.path.isdir(missing):
+                return None  # a concurrent writer just created it: try the rename again
             raise BackendError(f"{missing}: a file is in the way of a directory")
         return missing
 

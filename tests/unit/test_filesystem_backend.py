@@ -69,3 +69,15 @@ def test_url_forms_and_options(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigurationError):
         open_backend(str(tmp_path / "file"))
+
+
+def test_a_file_in_the_way_of_a_directory_is_a_clear_error(tmp_path):
+    from backends import BackendError, NotFound
+
+    backend = FilesystemBackend(tmp_path)
+    backend.put_bytes("a/b", b"file")
+    with pytest.raises(BackendError, match="in the way") as caught:
+        backend.put_bytes("a/b/c", b"x")
+    assert not isinstance(caught.value, NotFound)
+    assert backend.read_bytes("a/b") == b"file"
+    assert os.listdir(tmp_path / STAGING_NAME) == []
