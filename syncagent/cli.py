@@ -14,7 +14,7 @@ import sys
 
 from backends import BackendUnavailable, ConfigurationError, open_backend
 
-from .engine import DEFAULT_JOBS, Engine, SyncOptions
+from .engine import DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
 from .report import Report
 from .verify import verify_backend
 
@@ -39,12 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, metavar="N", help=f"parallel transfers (default {DEFAULT_JOBS})")
     sync.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
     sync.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
+    deletes = sync.add_argument_group("deletes")
+    deletes.add_argument("--delete", action="store_true", help="also remove what the source no longer has, in reverse dependency order")
+    deletes.add_argument("--prune-blobs", action="store_true", help="with --delete, also remove blob data no repository links any more")
+    deletes.add_argument(
+        "--max-delete",
+        type=_percentage,
+        default=DEFAULT_MAX_DELETE_SHARE,
+        metavar="PERCENT",
+        help=f"refuse to delete more than this share of the destination's tags and revisions (default {DEFAULT_MAX_DELETE_SHARE:.0%})",
+    )
+    deletes.add_argument("--force", action="store_true", help="skip the delete safety checks (and adopt an unmarked destination)")
 
     verify = commands.add_parser("verify", help="check that every tag and revision on TARGET has its whole closure")
     verify.add_argument("target", metavar="TARGET", help="backend URL or path")
     verify.add_argument("--repo", action="append", default=[], metavar="GLOB", help="only repositories matching GLOB (repeatable)")
     verify.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     return parser
+
+
+def _percentage(text: str) -> float:
+    value = float(text.rstrip("%"))
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError("must be between 0 and 100")
+    return value / 100
 
 
 def _positive_int(text: str) -> int:
@@ -77,7 +95,18 @@ def main(argv: list[str] | None = None) -> int:
 def _sync(args) -> int:
     source = open_backend(args.source)
     dest = open_backend(args.dest)
-    options = SyncOptions(jobs=args.jobs, repositories=tuple(args.repo), dry_run=args.dry_run)
+    if args.prune_blobs and not args.delete:
+        print("syncagent: --prune-blobs needs --delete", file=sys.stderr)
+        return EXIT_USAGE
+    options = SyncOptions(
+        jobs=args.jobs,
+        repositories=tuple(args.repo),
+        dry_run=args.dry_run,
+        delete=args.delete,
+        prune_blobs=args.prune_blobs,
+        max_delete_share=args.max_delete,
+        force=args.force,
+    )
     report = Report()
     engine = Engine(source, dest, options, report)
     show_progress = not args.json and sys.stderr.isatty()
@@ -148,6 +177,11 @@ def _print_sync_summary(report: Report, source: str, dest: str, dry_run: bool) -
     print(f"  revisions    {c['revisions_published']} published, {c['revisions_up_to_date']} up to date")
     print(f"  blobs        {c['blobs_copied']} copied ({_size(c['bytes_copied'])}), {c['blobs_skipped']} already present ({_size(c['bytes_skipped'])})")
     print(f"  links        {c['links_written']} written, {c['links_present']} already present")
+    if c["tags_deleted"] or c["revisions_deleted"] or c["links_deleted"] or c["blobs_deleted"]:
+        print(
+            f"  deleted      {c['tags_deleted']} tags, {c['revisions_deleted']} revisions, "
+            f"{c['links_deleted']} links, {c['blobs_deleted']} blobs ({_size(c['bytes_deleted'])})"
+        )
     if report.interrupted:
         print("  nothing was left half-published; run the same command again to resume")
     _print_problems(report)

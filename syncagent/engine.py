@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from backends import Backend, BackendError, NotFound, TransientError
 
 from .closure import Closure, ClosureError, missing_from, resolve_closure
+from .deletes import DeleteRunner, plan_repository
 from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository, read_small
 from .layout import BlobData, Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
 from .manifest import MAX_MANIFEST_BYTES, MalformedManifest, Manifest, parse_manifest
+from .replica import read_marker, write_marker
 from .report import Problem, Report
 from .transfer import BlobCopier, BlobOutcome, Cancelled
 
@@ -34,11 +36,27 @@ DEFAULT_JOBS = 8
 LINK_WRITE_ATTEMPTS = 4
 
 
+DEFAULT_MAX_DELETE_SHARE = 0.5
+
+
 @dataclass(frozen=True)
 class SyncOptions:
+    """How a pass runs.
+
+    ``delete``: also remove what the source no longer has (deletes.py).
+    ``prune_blobs``: with ``delete``, also remove blob data nothing links.
+    ``max_delete_share``: refuse a delete pass that would remove more than this
+    share of the destination's tags and revisions, unless ``force``.
+    ``force``: skip the delete safety checks, adopting an unmarked destination.
+    """
+
     jobs: int = DEFAULT_JOBS
     repositories: tuple[str, ...] = ()
     dry_run: bool = False
+    delete: bool = False
+    prune_blobs: bool = False
+    max_delete_share: float = DEFAULT_MAX_DELETE_SHARE
+    force: bool = False
 
     def wants(self, repository: str) -> bool:
         return not self.repositories or any(fnmatch.fnmatchcase(repository, p) for p in self.repositories)
@@ -63,19 +81,26 @@ class Engine:
         repo_pool = ThreadPoolExecutor(jobs, thread_name_prefix="repo")
         copier = BlobCopier(self.source, self.dest, blob_pool, self.report, self.cancelled, dry_run=self.options.dry_run)
         pending: set[Future] = set()
+        source_repositories: set[str] = set()
+        source_listed = False
         try:
+            self._mark_fresh_destination()
             try:
                 for repository in iter_repositories(self.source, self.report.add_problem):
+                    source_repositories.add(repository)
                     if not self.options.wants(repository):
                         continue
                     while len(pending) >= 2 * jobs:
                         _, pending = wait(pending, return_when=FIRST_COMPLETED)
                     pending.add(repo_pool.submit(self._sync_repository_guarded, repository, copier))
+                source_listed = True
             except NotFound as exc:
                 self.report.add_problem(Problem("read-failed", f"the source does not exist: {exc}"))
             except BackendError as exc:
                 self.report.add_problem(Problem("read-failed", f"cannot list the source's repositories: {exc}"))
             wait(pending)
+            if self.options.delete and not self.cancelled.is_set():
+                self._delete_pass(source_repositories, source_listed)
         except KeyboardInterrupt:
             self.cancel()
             self.report.interrupted = True
@@ -86,6 +111,66 @@ class Engine:
             blob_pool.shutdown(wait=True, cancel_futures=True)
         self.report.finished = time.monotonic()
         return self.report
+
+    def _mark_fresh_destination(self) -> None:
+        """Mark a destination this run starts filling from empty as a syncagent replica."""
+        if self.options.dry_run or read_marker(self.dest) is not None:
+            return
+        try:
+            fresh = next(iter_repositories(self.dest), None) is None
+        except NotFound:
+            fresh = True
+        if fresh:
+            write_marker(self.dest, self.source.url)
+
+    def _delete_pass(self, source_repositories: set[str], source_listed: bool) -> None:
+        refusal = self._delete_refusal(source_repositories, source_listed)
+        if refusal is None:
+            plans = [
+                plan_repository(self.source, self.dest, repository, repository in source_repositories)
+                for repository in iter_repositories(self.dest)
+                if self.options.wants(repository)
+            ]
+            removing = sum(len(p.tags) + len(p.revisions) for p in plans)
+            total = sum(p.dest_tags + p.dest_revisions for p in plans)
+            if not self.options.force and total and removing / total > self.options.max_delete_share:
+                refusal = (
+                    f"the pass would delete {removing} of the destination's {total} tags and revisions "
+                    f"({removing / total:.0%}), more than the limit of {self.options.max_delete_share:.0%}; "
+                    "check SRC and DST, then raise --max-delete or pass --force"
+                )
+        if refusal is not None:
+            self.report.add_problem(Problem("delete-refused", refusal))
+            return
+        if self.options.force and not self.options.dry_run and read_marker(self.dest) is None:
+            write_marker(self.dest, self.source.url)
+        runner = DeleteRunner(self.source, self.dest, self.report, dry_run=self.options.dry_run)
+        for plan in plans:
+            if self.cancelled.is_set():
+                return
+            runner.run(plan)
+            if plan.keeps_all_layers:
+                self.report.add_problem(Problem("delete-skipped", f"kept every _layers link: {plan.keeps_all_layers}", repository=plan.repository))
+        if self.options.prune_blobs and not self.cancelled.is_set():
+            runner.prune_blobs()
+
+    def _delete_refusal(self, source_repositories: set[str], source_listed: bool) -> str | None:
+        """Why deleting now would be unsafe, or None."""
+        if not source_listed:
+            return "the source could not be listed completely; a source that cannot be read never counts as empty"
+        if self.options.force:
+            return None
+        source_marker = read_marker(self.source)
+        if source_marker is not None and source_marker.get("source") == self.dest.url:
+            return f"source and destination look swapped: {self.source.url} is a replica of {self.dest.url}"
+        if read_marker(self.dest) is None:
+            return (
+                f"{self.dest.url} carries no syncagent replica marker (.syncagent/replica.json): it was not filled by "
+                "syncagent and may be a primary; check SRC and DST, and pass --force to adopt it"
+            )
+        if not source_repositories and next(iter_repositories(self.dest), None) is not None:
+            return f"the source {self.source.url} holds no repositories while the destination does; refusing to empty it"
+        return None
 
     def sync_repository(self, repository: str, copier: BlobCopier | None = None) -> None:
         """Sync one repository (the sidecar's unit of work)."""

@@ -14,8 +14,8 @@ class Problem:
 
     ``kind`` is one of: invalid-name, invalid-link, missing-link, missing-blob,
     missing-manifest, digest-mismatch, malformed-manifest, read-failed,
-    write-failed, verify-failed, tag-not-published, broken-tag,
-    broken-revision, cancelled.
+    write-failed, verify-failed, revision-not-published, tag-not-published,
+    delete-refused, delete-failed, delete-skipped, broken-tag, broken-revision.
     """
 
     kind: str
@@ -53,6 +53,11 @@ COUNTERS = (
     "blobs_skipped",
     "bytes_copied",
     "bytes_skipped",
+    "tags_deleted",
+    "revisions_deleted",
+    "links_deleted",
+    "blobs_deleted",
+    "bytes_deleted",
 )
 
 

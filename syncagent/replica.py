@@ -1,0 +1,39 @@
+"""The replica marker: how syncagent recognises a destination it populated.
+
+A destination that syncagent filled from empty carries ``.syncagent/replica.json``
+(outside ``docker/``, so no registry sees it). Deleting on a destination
+requires the marker (or ``--force``, which adopts the destination): a primary
+registry given as the destination by mistake, e.g. with source and destination
+swapped, has none.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+from backends import Backend, NotFound
+
+MARKER_KEY = ".syncagent/replica.json"
+
+
+def read_marker(backend: Backend) -> dict | None:
+    """The marker's content, or None when the backend carries none (or an unreadable one)."""
+    try:
+        with backend.open_read(MARKER_KEY) as stream:
+            data = stream.read(64 * 1024)
+    except NotFound:
+        return None
+    try:
+        marker = json.loads(data)
+    except ValueError:
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def write_marker(backend: Backend, source_url: str) -> None:
+    content = json.dumps(
+        {"kind": "syncagent-replica", "source": source_url, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    ).encode()
+    backend.put(MARKER_KEY, io.BytesIO(content), size=len(content))
