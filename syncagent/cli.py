@@ -8,13 +8,16 @@ errors, 130 when interrupted (nothing half-published; the next run resumes).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 import sys
 
 from backends import BackendUnavailable, ConfigurationError, open_backend
 
+from .compare import compare
 from .engine import DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
+from .layout import Digest
 from .report import Report
 from .verify import verify_backend
 
@@ -51,8 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deletes.add_argument("--force", action="store_true", help="skip the delete safety checks (and adopt an unmarked destination)")
 
-    verify = commands.add_parser("verify", help="check that every tag and revision on TARGET has its whole closure")
-    verify.add_argument("target", metavar="TARGET", help="backend URL or path")
+    verify = commands.add_parser(
+        "verify",
+        help="check the invariant on TARGET (every tag and revision has its whole closure), report damage and leftovers; "
+        "with --against DST, compare TARGET as the source with DST",
+    )
+    verify.add_argument("target", metavar="TARGET", help="backend URL or path (the source, with --against)")
+    verify.add_argument("--against", metavar="DST", help="compare with this destination: missing, stale and extra tags, missing revisions")
+    verify.add_argument("--deep", action="store_true", help="re-hash all blob data and report any that does not match its digest")
+    verify.add_argument("--repair", action="store_true", help="with --against: re-sync what is missing, stale or broken on DST, then check again")
+    verify.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, metavar="N", help=f"parallel reads (default {DEFAULT_JOBS})")
     verify.add_argument("--repo", action="append", default=[], metavar="GLOB", help="only repositories matching GLOB (repeatable)")
     verify.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     return parser
@@ -133,31 +144,97 @@ def _sync(args) -> int:
 
 
 def _verify(args) -> int:
-    target = open_backend(args.target)
-    import fnmatch
-
+    if args.repair and not args.against:
+        print("syncagent: --repair needs --against DST", file=sys.stderr)
+        return EXIT_USAGE
     select = (lambda name: any(fnmatch.fnmatchcase(name, p) for p in args.repo)) if args.repo else None
+    target = open_backend(args.target)
+    dest = open_backend(args.against) if args.against else None
     try:
-        report = verify_backend(target, repositories=select)
+        if dest is None:
+            report = verify_backend(target, repositories=select, deep=args.deep, jobs=args.jobs)
+            _print_verify(args, report, target.url)
+            return _exit_status(report)
+        return _verify_against(args, target, dest, select)
     finally:
         target.close()
+        if dest is not None:
+            dest.close()
+
+
+def _verify_against(args, source, dest, select) -> int:
+    source_report = Report()
+    comparison = compare(source, dest, source_report, repositories=select)
+    dest_report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)
+    result: dict = {"comparison": comparison.as_dict(), "destination": _verify_summary(dest_report)}
+    if source_report.problems:
+        result["source_problems"] = [p.as_dict() for p in source_report.problems]
+    repaired = None
+    if args.repair and (comparison.differs or not dest_report.ok):
+        repaired = _repair(source, dest, comparison, dest_report, args.jobs)
+        result["repair"] = repaired.as_dict()
+        comparison = compare(source, dest, Report(), repositories=select)
+        dest_report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)
+        result["after_repair"] = {"comparison": comparison.as_dict(), "destination": _verify_summary(dest_report)}
     if args.json:
-        summary = report.as_dict()
-        result = {
-            "ok": report.ok,
-            "repositories": summary["repositories"],
-            "tags_ok": summary["tags_up_to_date"],
-            "revisions_ok": summary["revisions_up_to_date"],
-            "problems": summary["problems"],
-        }
         print(json.dumps(result, indent=2))
     else:
-        c = report.counters
-        verdict = "holds" if report.ok else f"is broken ({len(report.problems)} problems)"
-        print(f"verify {target.url}: invariant {verdict}")
-        print(f"  repositories {c['repositories']}, tags whole {c['tags_up_to_date']}, revisions whole {c['revisions_up_to_date']}")
-        _print_problems(report)
-    return _exit_status(report)
+        state = f"{sum(comparison.totals()[k] for k in ('missing_tags', 'stale_tags', 'extra_tags', 'missing_revisions'))} differences"
+        print(f"compare {source.url} -> {dest.url}: {state if comparison.differs else 'in sync'}")
+        if comparison.differs:
+            print(comparison.table())
+        if source_report.problems:
+            print(f"source problems ({len(source_report.problems)}):")
+            for problem in source_report.problems:
+                print(f"  {problem.describe()}")
+        if repaired is not None:
+            c = repaired.counters
+            print(
+                f"repair: {c['tags_published']} tags published, {c.get('revisions_repaired', 0) + c['revisions_published']} revisions written, "
+                f"{c['blobs_copied']} blobs copied ({_size(c['bytes_copied'])}); {len(repaired.problems)} problems"
+            )
+        _print_verify(args, dest_report, dest.url, heading="destination")
+    differs = comparison.differs or not dest_report.ok or (repaired is not None and not repaired.ok)
+    return EXIT_PROBLEMS if differs else EXIT_OK
+
+
+def _repair(source, dest, comparison, dest_report: Report, jobs: int) -> Report:
+    """Re-sync the repositories the comparison or the check found wanting, re-reading existing closures."""
+    affected = {name for name, d in comparison.repositories.items() if d.differs}
+    affected |= {p.repository for p in dest_report.problems if p.repository}
+    corrupt = frozenset(Digest.parse(p.digest) for p in dest_report.problems if p.kind == "digest-mismatch" and p.digest)
+    if corrupt and not affected:
+        affected = set(comparison.repositories)
+    options = SyncOptions(jobs=jobs, repositories=tuple(sorted(affected)), verify_existing=True, recopy=corrupt)
+    return Engine(source, dest, options).run()
+
+
+def _verify_summary(report: Report) -> dict:
+    summary = report.as_dict()
+    keys = ("repositories", "tags_whole", "revisions_whole", "blobs", "unlinked_blobs", "reclaimable_bytes",
+            "abandoned_uploads", "upload_bytes", "temporary_files", "blobs_hashed", "bytes_hashed")
+    result = {"ok": report.ok, **{k: summary.get(k, 0) for k in keys}, "problems": summary["problems"]}
+    result["findings"] = summary.get("findings", [])
+    return result
+
+
+def _print_verify(args, report: Report, url: str, heading: str = "verify") -> None:
+    if args.json and heading == "verify":
+        print(json.dumps(_verify_summary(report), indent=2))
+        return
+    c = report.counters
+    verdict = "holds" if report.ok else f"is broken ({len(report.problems)} problems)"
+    print(f"{heading} {url}: invariant {verdict}")
+    print(f"  repositories {c.get('repositories', 0)}, tags whole {c.get('tags_whole', 0)}, revisions whole {c.get('revisions_whole', 0)}")
+    if args.deep:
+        print(f"  blobs re-hashed {c.get('blobs_hashed', 0)} ({_size(c.get('bytes_hashed', 0))})")
+    if c.get("unlinked_blobs"):
+        print(f"  unlinked blobs {c['unlinked_blobs']} ({_size(c['reclaimable_bytes'])} reclaimable with sync --delete --prune-blobs)")
+    if c.get("abandoned_uploads"):
+        print(f"  abandoned uploads {c['abandoned_uploads']} objects ({_size(c['upload_bytes'])})")
+    if c.get("temporary_files"):
+        print(f"  leftover temporary files {c['temporary_files']}")
+    _print_problems(report)
 
 
 def _exit_status(report: Report) -> int:

@@ -48,6 +48,9 @@ class SyncOptions:
     ``max_delete_share``: refuse a delete pass that would remove more than this
     share of the destination's tags and revisions, unless ``force``.
     ``force``: skip the delete safety checks, adopting an unmarked destination.
+    ``verify_existing``: also read back the closures of tags and revisions the
+    destination already has, and rewrite what is missing (repair).
+    ``recopy``: blob digests to copy again even if present (known corrupt).
     """
 
     jobs: int = DEFAULT_JOBS
@@ -57,6 +60,8 @@ class SyncOptions:
     prune_blobs: bool = False
     max_delete_share: float = DEFAULT_MAX_DELETE_SHARE
     force: bool = False
+    verify_existing: bool = False
+    recopy: frozenset = frozenset()
 
     def wants(self, repository: str) -> bool:
         return not self.repositories or any(fnmatch.fnmatchcase(repository, p) for p in self.repositories)
@@ -79,7 +84,7 @@ class Engine:
         jobs = max(1, self.options.jobs)
         blob_pool = ThreadPoolExecutor(jobs, thread_name_prefix="blob")
         repo_pool = ThreadPoolExecutor(jobs, thread_name_prefix="repo")
-        copier = BlobCopier(self.source, self.dest, blob_pool, self.report, self.cancelled, dry_run=self.options.dry_run)
+        copier = self._copier(blob_pool)
         pending: set[Future] = set()
         source_repositories: set[str] = set()
         source_listed = False
@@ -178,7 +183,12 @@ class Engine:
             _RepositorySync(self, repository, copier).run()
             return
         with ThreadPoolExecutor(max(1, self.options.jobs), thread_name_prefix="blob") as pool:
-            _RepositorySync(self, repository, BlobCopier(self.source, self.dest, pool, self.report, self.cancelled, dry_run=self.options.dry_run)).run()
+            _RepositorySync(self, repository, self._copier(pool)).run()
+
+    def _copier(self, pool: ThreadPoolExecutor) -> BlobCopier:
+        return BlobCopier(
+            self.source, self.dest, pool, self.report, self.cancelled, dry_run=self.options.dry_run, recopy=self.options.recopy
+        )
 
     def _sync_repository_guarded(self, repository: str, copier: BlobCopier) -> None:
         try:
@@ -206,6 +216,7 @@ class _RepositorySync:
     done: dict[Digest, str | None] = field(default_factory=dict)
     absent_optional: set[Digest] = field(default_factory=set)
     reported: set[Digest] = field(default_factory=set)
+    rechecked_tags: set[str] = field(default_factory=set)
 
     @property
     def report(self) -> Report:
@@ -231,13 +242,41 @@ class _RepositorySync:
             reason = self._ensure_revision(digest)
             if reason is not None:
                 self.report.add_problem(Problem("revision-not-published", reason, repository=self.repository, digest=str(digest)))
+        if engine.options.verify_existing:
+            self._repair_existing_revisions()
         for tag, digest in sorted(tags.items()):
             self._publish_tag(tag, digest)
+
+    def _repair_existing_revisions(self) -> None:
+        """Read back every revision both sides have; rewrite the closures found lacking."""
+        for digest in sorted(self.src.revisions & self.dst.revisions):
+            closure = self.closures.get(digest) or self._resolve(digest)
+            self.closures[digest] = closure
+            if isinstance(closure, ClosureError):
+                self._closure_problem(closure)
+                continue
+            if not self._needs_rewrite(closure):
+                continue
+            self.done = {d: r for d, r in self.done.items() if d not in closure.manifests}
+            reason = self._ensure_revision(digest, rewrite=True)
+            if reason is not None:
+                self.report.add_problem(Problem("revision-not-published", reason, repository=self.repository, digest=str(digest)))
+            else:
+                self.report.count("revisions_repaired")
+
+    def _needs_rewrite(self, closure: Closure) -> bool:
+        recopy = self.engine.options.recopy
+        if recopy and (recopy & set(closure.manifests) or any(r.digest in recopy for r in closure.blob_references())):
+            return True
+        return bool(self._read_back(closure))
 
     def _tags_to_publish(self) -> dict[str, Digest]:
         wanted: dict[str, Digest] = {}
         for tag, digest in self.src.tags.items():
-            if self.dst.tags.get(tag) == digest:
+            if self.dst.tags.get(tag) == digest and self.engine.options.verify_existing and digest in self.src.revisions:
+                self.rechecked_tags.add(tag)
+                wanted[tag] = digest
+            elif self.dst.tags.get(tag) == digest:
                 self.report.count("tags_up_to_date")
             elif digest not in self.src.revisions:
                 self._tag_problem(tag, digest, f"the tag points to {digest}, which has no revision link at the source")
@@ -347,6 +386,9 @@ class _RepositorySync:
             self._write_link(key_of(TagIndexLink(self.repository, tag, digest)), digest)
         except BackendError as exc:
             self._tag_problem(tag, digest, f"writing the tag failed: {exc}", kind="write-failed")
+            return
+        if tag in self.rechecked_tags:
+            self.report.count("tags_up_to_date")
             return
         self.report.count("tags_published")
         self.report.emit("tag-published", repository=self.repository, tag=tag, digest=str(digest))

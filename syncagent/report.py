@@ -26,7 +26,8 @@ class Problem:
     key: str | None = None
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """Every field, ``None`` (JSON null) where unknown, so consumers can rely on the keys."""
+        return asdict(self)
 
     def describe(self) -> str:
         where = self.repository or ""
@@ -67,6 +68,7 @@ class Report:
 
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     problems: list[Problem] = field(default_factory=list)
+    findings: list[Problem] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -83,13 +85,18 @@ class Report:
 
     def count(self, name: str, amount: int = 1) -> None:
         with self._lock:
-            self.counters[name] += amount
+            self.counters[name] = self.counters.get(name, 0) + amount
         self.emit("count", name=name, amount=amount)
 
     def add_problem(self, problem: Problem) -> None:
         with self._lock:
             self.problems.append(problem)
         self.emit("problem", problem=problem)
+
+    def add_finding(self, finding: Problem) -> None:
+        """Something worth knowing that breaks nothing (reclaimable space, leftovers)."""
+        with self._lock:
+            self.findings.append(finding)
 
     def plan(self, line: str) -> None:
         with self._lock:
@@ -109,6 +116,8 @@ class Report:
         result["elapsed_seconds"] = round(self.elapsed, 3)
         result["interrupted"] = self.interrupted
         result["problems"] = [p.as_dict() for p in self.problems]
+        if self.findings:
+            result["findings"] = [p.as_dict() for p in self.findings]
         if self.planned:
             result["plan"] = list(self.planned)
         return result

@@ -97,6 +97,7 @@ class BlobCopier:
         cancelled: threading.Event,
         *,
         dry_run: bool = False,
+        recopy: frozenset = frozenset(),
     ) -> None:
         self.source = source
         self.dest = dest
@@ -104,6 +105,7 @@ class BlobCopier:
         self.report = report
         self.cancelled = cancelled
         self.dry_run = dry_run
+        self.recopy = recopy
         self._futures: dict[Digest, Future] = {}
         self._lock = threading.Lock()
 
@@ -146,7 +148,7 @@ class BlobCopier:
         except BackendError as exc:
             raise SourceReadError(exc) from exc
         try:
-            present = self.dest.stat(key).size == size
+            present = self.dest.stat(key).size == size and digest not in self.recopy
         except NotFound:
             present = False
         except TransientError:

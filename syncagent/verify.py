@@ -1,43 +1,91 @@
-"""Checking the invariant on any backend: every tag and revision has its whole closure.
+"""Checking a registry tree on any backend: the invariant, damage, and leftovers.
 
-For each repository, each tag's ``current/link`` and each revision link is
-resolved to its closure (reading the target's own manifests, whose content is
-hashed against their digests) and every blob is stat'ed and every link read.
+Problems (the invariant is broken, or data is damaged; exit status 1):
+
+- ``broken-tag`` / ``broken-revision``: the closure is not whole (a manifest or
+  blob missing, a link missing or holding another digest, a manifest that is
+  not valid or does not match its digest);
+- ``invalid-link``: a link that is empty, does not parse, or holds a digest
+  other than the one its path names (tags, revisions and ``_layers`` links);
+- ``digest-mismatch`` (with ``deep``): blob data that does not hash to its digest.
+
+Findings (nothing is broken; reported and counted):
+
+- ``unlinked-blob``: blob data no repository links (reclaimable bytes);
+- ``abandoned-upload``: objects under a repository's ``_uploads/``;
+- ``temporary-file``: leftover ``*.tmp`` objects;
+- ``unknown-object``: anything else outside the layout.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from backends import Backend, BackendError, NotFound
 
 from .closure import Closure, ClosureError, missing_from, resolve_closure
-from .discovery import iter_repositories, read_repository, read_small
-from .layout import BlobData, Digest, key_of
+from .discovery import UnreadableLink, iter_repositories, read_link, read_repository, read_small
+from .layout import (
+    BLOBS_PREFIX,
+    REPOSITORIES_PREFIX,
+    BlobData,
+    Digest,
+    InvalidPath,
+    LayerLink,
+    key_of,
+    parse_key,
+)
 from .manifest import MAX_MANIFEST_BYTES, MalformedManifest, Manifest, parse_manifest
 from .report import Problem, Report
 
 log = logging.getLogger(__name__)
 
+Selector = Callable[[str], bool] | None
+HASH_CHUNK = 1 << 20
 
-def verify_backend(target: Backend, report: Report | None = None, *, repositories=None) -> Report:
-    """Check every repository (or those ``repositories`` selects) on ``target``."""
+
+def verify_backend(
+    target: Backend,
+    report: Report | None = None,
+    *,
+    repositories: Selector = None,
+    deep: bool = False,
+    hygiene: bool = True,
+    jobs: int = 8,
+) -> Report:
+    """Check every repository (or those ``repositories`` selects) on ``target``.
+
+    ``hygiene`` also scans every object for damaged layer links and leftovers
+    (unlinked blobs are only judged when no repository is filtered out).
+    ``deep`` re-hashes all blob data, ``jobs`` blobs at a time.
+    """
     report = report or Report()
     present: set[Digest] = set()
+    linked: set[Digest] = set()
     try:
         for repository in iter_repositories(target, report.add_problem):
             if repositories is not None and not repositories(repository):
                 continue
             try:
-                _verify_repository(target, repository, report, present)
+                linked |= _verify_repository(target, repository, report, present)
             except BackendError as exc:
                 report.add_problem(Problem("read-failed", str(exc), repository=repository, key=exc.key))
+        if hygiene:
+            linked |= _scan_repository_objects(target, report, repositories)
+            _scan_blobs(target, report, linked if repositories is None else None, deep=deep, jobs=jobs)
+        elif deep:
+            _scan_blobs(target, report, None, deep=True, jobs=jobs)
+    except NotFound as exc:
+        report.add_problem(Problem("read-failed", f"the target does not exist: {exc}"))
     except BackendError as exc:
-        report.add_problem(Problem("read-failed", f"cannot list repositories: {exc}"))
+        report.add_problem(Problem("read-failed", f"cannot list the target: {exc}"))
     return report
 
 
-def _verify_repository(target: Backend, repository: str, report: Report, present: set[Digest]) -> None:
+def _verify_repository(target: Backend, repository: str, report: Report, present: set[Digest]) -> set[Digest]:
+    """Check tags and revisions; returns the digests the repository's revision links name."""
     state = read_repository(target, repository, report.add_problem)
     report.count("repositories")
     cache: dict[Digest, Manifest] = {}
@@ -75,10 +123,101 @@ def _verify_repository(target: Backend, repository: str, report: Report, present
         if missing:
             report.add_problem(Problem("broken-revision", "; ".join(missing[:5]), repository=repository, digest=str(digest)))
         else:
-            report.count("revisions_up_to_date")
+            report.count("revisions_whole")
     for tag, digest in sorted(state.tags.items()):
         missing = verdict(digest)
         if missing:
             report.add_problem(Problem("broken-tag", "; ".join(missing[:5]), repository=repository, tag=tag, digest=str(digest)))
         else:
-            report.count("tags_up_to_date")
+            report.count("tags_whole")
+    return set(state.revisions)
+
+
+def _scan_repository_objects(target: Backend, report: Report, repositories: Selector) -> set[Digest]:
+    """One listing of every repository object: layer links checked, leftovers reported."""
+    linked: set[Digest] = set()
+    for info in target.iter_objects(REPOSITORIES_PREFIX):
+        try:
+            spec = parse_key(info.key)
+        except InvalidPath:
+            _classify_stray(info.key, info.size, report, repositories)
+            continue
+        if isinstance(spec, LayerLink):
+            if repositories is not None and not repositories(spec.repository):
+                continue
+            try:
+                content = read_link(target, info.key)
+            except NotFound:
+                continue
+            except UnreadableLink as exc:
+                report.add_problem(Problem("invalid-link", str(exc), repository=spec.repository, digest=str(spec.digest), key=info.key))
+                continue
+            if content != spec.digest:
+                report.add_problem(
+                    Problem("invalid-link", f"layer link holds {content}", repository=spec.repository, digest=str(spec.digest), key=info.key)
+                )
+                continue
+            linked.add(spec.digest)
+    return linked
+
+
+def _classify_stray(key: str, size: int, report: Report, repositories: Selector) -> None:
+    name = key[len(REPOSITORIES_PREFIX):]
+    repository = name.split("/_", 1)[0] if "/_" in name else None
+    if repositories is not None and repository and not repositories(repository):
+        return
+    if "/_uploads/" in key:
+        report.count("abandoned_uploads")
+        report.count("upload_bytes", size)
+        report.add_finding(Problem("abandoned-upload", f"{size} bytes of an upload in progress or abandoned", repository=repository, key=key))
+    elif ".tmp" in key.rsplit("/", 1)[-1]:
+        report.count("temporary_files")
+        report.add_finding(Problem("temporary-file", f"leftover temporary file of {size} bytes", repository=repository, key=key))
+    else:
+        report.add_finding(Problem("unknown-object", "not part of the registry layout", key=key))
+
+
+def _scan_blobs(target: Backend, report: Report, linked: set[Digest] | None, *, deep: bool, jobs: int) -> None:
+    """Unlinked blobs (when ``linked`` is known) and, with ``deep``, blobs that do not match their digest."""
+    pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="hash") if deep else None
+    futures = []
+    try:
+        for info in target.iter_objects(BLOBS_PREFIX):
+            try:
+                spec = parse_key(info.key)
+            except InvalidPath:
+                _classify_stray(info.key, info.size, report, None)
+                continue
+            if not isinstance(spec, BlobData):
+                continue
+            report.count("blobs")
+            if linked is not None and spec.digest not in linked:
+                report.count("unlinked_blobs")
+                report.count("reclaimable_bytes", info.size)
+                report.add_finding(Problem("unlinked-blob", f"{info.size} bytes no repository links", digest=str(spec.digest), key=info.key))
+            if pool is not None:
+                futures.append(pool.submit(_rehash, target, spec.digest, info.key, report))
+        for future in futures:
+            future.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _rehash(target: Backend, digest: Digest, key: str, report: Report) -> None:
+    hasher = digest.hasher()
+    size = 0
+    try:
+        with target.open_read(key) as stream:
+            while chunk := stream.read(HASH_CHUNK):
+                hasher.update(chunk)
+                size += len(chunk)
+    except BackendError as exc:
+        report.add_problem(Problem("read-failed", f"cannot read blob data: {exc}", digest=str(digest), key=key))
+        return
+    report.count("blobs_hashed")
+    report.count("bytes_hashed", size)
+    if hasher.hexdigest() != digest.hex:
+        report.add_problem(
+            Problem("digest-mismatch", f"blob data hashes to {digest.algorithm}:{hasher.hexdigest()}", digest=str(digest), key=key)
+        )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 from tests.support.images import ImageToolError, layer, pull
-from tests.support.registry import Registry, RegistryError, S3Storage
+from tests.support.registry import Notifications, Registry, RegistryError, S3Storage
 
 pytestmark = pytest.mark.e2e
 
@@ -84,3 +88,40 @@ def test_an_s3_registry_starts_although_the_environment_sets_aws_ca_bundle(tmp_p
         assert registry.api.ping()
         assert registry.root is None
     assert registry.process is None
+
+
+def test_a_registry_with_notifications_posts_push_events_with_the_bearer_token(tmp_path, images):
+    received: list[tuple[str | None, dict]] = []
+    manifest_pushed = threading.Event()
+
+    class Listener(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            for event in json.loads(body)["events"]:
+                received.append((self.headers.get("Authorization"), event))
+                if event["action"] == "push" and event["target"].get("tag") == "v1":
+                    manifest_pushed.set()
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        registry = Registry(
+            root=tmp_path / "notifying", workdir=tmp_path / "notifying-registry",
+            notifications=Notifications(f"http://127.0.0.1:{server.server_port}/events", "s3cret"),
+        )
+        with registry:
+            image = images.image("notified", [layer("notified")])
+            images.push(image, registry.url, "library/app", "v1")
+            assert manifest_pushed.wait(10), f"no manifest push event; got {received}"
+    finally:
+        server.shutdown()
+        server.server_close()
+    pushes = [event for _, event in received if event["action"] == "push" and event["target"].get("tag") == "v1"]
+    assert pushes[0]["target"]["digest"] == image.digest
+    assert pushes[0]["target"]["repository"] == "library/app"
+    assert {authorization for authorization, _ in received} == {"Bearer s3cret"}

@@ -20,6 +20,15 @@ from tests.support.registry import Registry
 pytestmark = pytest.mark.e2e
 
 V2 = ("docker", "registry", "v2")
+REPORT_KEYS = {"tags_published", "revisions_published", "blobs_copied", "bytes_copied", "blobs_skipped", "problems"}
+PROBLEM_KEYS = {"kind", "repository", "tag", "digest", "reason"}
+
+
+def sync_report(result) -> dict:
+    """The --json report of a sync, with the keys the CLI promises."""
+    report = result.json()
+    assert REPORT_KEYS <= set(report), f"missing {REPORT_KEYS - set(report)}\n{result.describe()}"
+    return report
 
 
 @dataclass
@@ -93,6 +102,13 @@ def blob_data_path(root: Path, digest: str) -> Path:
     return root.joinpath(*V2, "blobs", "sha256", hexdigest[:2], hexdigest, "data")
 
 
+def corrupt_blob(root: Path, digest: str) -> None:
+    """Overwrite a blob's data with other bytes of the same size (only hashing can tell)."""
+    data = blob_data_path(root, digest)
+    data.write_bytes(bytes(b ^ 0xFF for b in data.read_bytes()))
+    assert "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest() != digest
+
+
 def assert_serves_like_primary(secondary: Registry, primary: Registry, pushed: Pushed, pulls: Path) -> None:
     """Same catalog and tags; every tag and every digest servable and pulled by skopeo with the primary's digest."""
     assert secondary.catalog() == primary.catalog()
@@ -117,7 +133,7 @@ def test_sync_publishes_everything_and_follows_a_moved_tag(tmp_path, images, pri
 
     first = syncagent("sync", primary.root, destination, "--json")
     assert first.returncode == 0, first.describe()
-    report = first.json()
+    report = sync_report(first)
     assert report["problems"] == [], first.describe()
     primary_blobs = blob_files(primary.root)
     assert blob_files(destination) == primary_blobs
@@ -134,7 +150,8 @@ def test_sync_publishes_everything_and_follows_a_moved_tag(tmp_path, images, pri
 
     again = syncagent("sync", primary.root, destination, "--json")
     assert again.returncode == 0, again.describe()
-    assert (again.json()["blobs_copied"], again.json()["tags_published"]) == (0, 0), again.describe()
+    report = sync_report(again)
+    assert (report["blobs_copied"], report["tags_published"], report["problems"]) == (0, 0, []), again.describe()
 
     moved = images.image("single-v2", [layer("base"), layer("single-v2")])
     old = pushed.tags[("library/single", "v1")]
@@ -144,7 +161,8 @@ def test_sync_publishes_everything_and_follows_a_moved_tag(tmp_path, images, pri
 
     third = syncagent("sync", f"file://{primary.root}", f"file://{destination}", "--json")
     assert third.returncode == 0, third.describe()
-    assert third.json()["tags_published"] == 1, third.describe()
+    assert sync_report(third)["tags_published"] == 1, third.describe()
+    assert link_files(destination) == link_files(primary.root)  # with the tag's history: both digests
     assert secondary.manifest_digest("library/single", "v1") == moved.digest
     assert pull(secondary.url, "library/single", "v1", tmp_path / "pull-moved") == moved.digest
     assert_serves_like_primary(secondary, primary, pushed, tmp_path / "pulls-2")
@@ -157,15 +175,12 @@ def test_a_corrupt_source_blob_keeps_only_its_tag_off_the_secondary(tmp_path, im
     beta = pushed.tags[("team/beta", "v1")]
     corrupt = beta.layers[-1]  # beta's own top layer: no other image uses it
     assert all(corrupt not in image.blobs for key, image in pushed.tags.items() if key != ("team/beta", "v1"))
-    data = blob_data_path(primary.root, corrupt)
-    original = data.read_bytes()
-    data.write_bytes(bytes(b ^ 0xFF for b in original))  # same size, other bytes
-    assert hashlib.sha256(data.read_bytes()).hexdigest() != corrupt.removeprefix("sha256:")
+    corrupt_blob(primary.root, corrupt)
 
     destination = tmp_path / "secondary"
     result = syncagent("sync", f"file://{primary.root}", f"file://{destination}", "--json")
     assert result.returncode == 1, result.describe()
-    problems = result.json()["problems"]
+    problems = sync_report(result)["problems"]
     assert problems, result.describe()
     assert any(p.get("digest") == corrupt or corrupt in (p.get("reason") or "") for p in problems), result.describe()
     assert any(p.get("repository") == "team/beta" for p in problems), result.describe()
@@ -186,23 +201,49 @@ def test_a_corrupt_source_blob_keeps_only_its_tag_off_the_secondary(tmp_path, im
     assert verified.returncode == 0, verified.describe()
 
 
+def test_every_problem_in_the_json_report_has_all_its_fields(tmp_path, images, primary, syncagent):
+    """The CLI promises kind, repository, tag, digest and reason on each problem (null when unknown)."""
+    image = images.image("broken", [layer("broken")])
+    images.push(image, primary.url, "library/broken", "v1")
+    corrupt_blob(primary.root, image.layers[0])
+    result = syncagent("sync", primary.root, tmp_path / "secondary", "--json")
+    assert result.returncode == 1, result.describe()
+    problems = sync_report(result)["problems"]
+    assert problems, result.describe()
+    incomplete = [p for p in problems if not PROBLEM_KEYS <= set(p)]
+    assert incomplete == [], f"problems lacking some of {sorted(PROBLEM_KEYS)}: {incomplete}"
+
+
 @dataclass
 class Poll:
     listed: int
     broken: list[str]
 
 
-def poll_secondary(secondary: Registry, repositories: list[str], digests: list[tuple[str, str]]) -> Poll:
-    """Everything the secondary lists, or serves by digest, must be servable whole."""
-    listed, broken = 0, []
-    for repo in sorted(set(secondary.catalog()) | set(repositories)):
-        for tag in secondary.tags(repo):
-            listed += 1
-            broken += secondary.servable_problems(repo, tag)
-    for repo, digest in digests:
-        if secondary.api.manifest_status(repo, digest) == 200:
-            broken += secondary.servable_problems(repo, digest)
-    return Poll(listed, broken)
+class Reader:
+    """A client of the secondary: each poll lists every tag and checks each is servable whole,
+    the tags it had not seen before first; then every manifest digest the secondary serves."""
+
+    def __init__(self, secondary: Registry, repositories: list[str], digests: list[tuple[str, str]]) -> None:
+        self.secondary = secondary
+        self.repositories = repositories
+        self.digests = digests
+        self.seen: set[tuple[str, str]] = set()
+
+    def poll(self) -> Poll:
+        listed = [
+            (repo, tag)
+            for repo in sorted(set(self.secondary.catalog()) | set(self.repositories))
+            for tag in self.secondary.tags(repo)
+        ]
+        broken: list[str] = []
+        for repo, tag in sorted(listed, key=lambda item: item in self.seen):
+            broken += self.secondary.servable_problems(repo, tag)
+        self.seen.update(listed)
+        for repo, digest in self.digests:
+            if self.secondary.api.manifest_status(repo, digest) == 200:
+                broken += self.secondary.servable_problems(repo, digest)
+        return Poll(len(listed), broken)
 
 
 def test_a_reader_of_the_secondary_never_sees_a_broken_tag_during_a_sync(
@@ -210,7 +251,7 @@ def test_a_reader_of_the_secondary_never_sees_a_broken_tag_during_a_sync(
 ):
     pushed = Pushed()
     base, runtime = layer("base"), layer("runtime", size=8000, files=4)
-    for number in range(24):
+    for number in range(30):
         repo = f"fleet/service-{number % 6}"
         image = images.image(f"svc-{number}", [base, runtime, layer(f"svc-{number}", files=2)])
         pushed.tag(images, primary, image, repo, f"r{number}")
@@ -222,14 +263,15 @@ def test_a_reader_of_the_secondary_never_sees_a_broken_tag_during_a_sync(
     destination = tmp_path / "secondary"
     destination.mkdir()
     secondary = start_registry(destination, read_only=True, name="secondary")
-    digests = pushed.digests()
+    reader = Reader(secondary, pushed.repositories, pushed.digests())
 
     sync = syncagent.start("sync", primary.root, destination, "--jobs", "1", "--json")
     polls: list[Poll] = []
     while sync.running():
-        polls.append(poll_secondary(secondary, pushed.repositories, digests))
+        polls.append(reader.poll())
     result = sync.finish()
-    final = poll_secondary(secondary, pushed.repositories, digests)
+    final = reader.poll()
+    assert sync_report(result)["tags_published"] == len(pushed.tags), result.describe()
 
     broken = [(number, poll.broken) for number, poll in enumerate([*polls, final]) if poll.broken]
     assert broken == [], f"polls that saw a broken tag or revision (of {len(polls) + 1}): {broken[:3]}"

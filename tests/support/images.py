@@ -239,6 +239,7 @@ def pull(host: str, repo: str, ref: str, out: str | os.PathLike) -> str:
     skopeo = require_tool("skopeo")
     reference = f"{host}/{repo}@{ref}" if ref.startswith("sha256:") else f"{host}/{repo}:{ref}"
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     run([skopeo, "copy", "--quiet", "--all", "--src-tls-verify=false", f"docker://{reference}", f"dir:{out}"])
     return sha256_digest((out / "manifest.json").read_bytes())
 

@@ -22,10 +22,10 @@ manifests, blob HEADs) for assertions; a :class:`Registry` carries one as
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,7 +33,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import requests
 
@@ -131,7 +130,7 @@ def registry_config(
         storage["redirect"] = {"disable": True}
     config = {
         "version": 0.1,
-        "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": False}},
+        "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": True}},  # info: readiness reads "listening on"
         "storage": storage,
         "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
     }
@@ -188,12 +187,12 @@ class RegistryClient:
         Docker-Content-Digest header disagrees with the body.
         """
         response = self._get(f"/{repo}/manifests/{ref}", headers={"Accept": MANIFEST_ACCEPT})
-        _expect(response, 200, f"manifest {repo}:{ref}" if not ref.startswith("sha256:") else f"manifest {repo}@{ref}")
+        _expect(response, 200, f"manifest {_reference(repo, ref)}")
         body = response.content
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         header = response.headers.get("Docker-Content-Digest")
         if header and header != digest:
-            raise RegistryError(f"{repo}/{ref}: Docker-Content-Digest {header} but the body hashes to {digest}")
+            raise RegistryError(f"manifest {_reference(repo, ref)}: Docker-Content-Digest {header} but the body hashes to {digest}")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return media_type, body, digest
 
@@ -226,22 +225,26 @@ class RegistryClient:
         return problems
 
     def _check_manifest(self, repo: str, ref: str, expected: str | None, problems: list[str], depth: int) -> None:
+        where = _reference(repo, ref)
         try:
             _, body, digest = self.manifest(repo, ref)
-        except (RegistryError, requests.RequestException) as exc:
-            problems.append(f"{repo}@{ref}: {exc}")
+        except RegistryError as exc:
+            problems.append(str(exc))
+            return
+        except requests.RequestException as exc:
+            problems.append(f"manifest {where}: {exc}")
             return
         if expected is not None and digest != expected:
-            problems.append(f"{repo}@{ref}: served digest {digest}")
+            problems.append(f"manifest {where}: served with digest {digest}")
             return
         try:
             document = json.loads(body)
         except ValueError as exc:
-            problems.append(f"{repo}@{ref}: manifest is not JSON: {exc}")
+            problems.append(f"manifest {where}: not JSON: {exc}")
             return
         if "manifests" in document:
             if depth > 4:
-                problems.append(f"{repo}@{ref}: index nested too deep")
+                problems.append(f"manifest {where}: indexes nested too deep")
                 return
             for child in document["manifests"]:
                 self._check_manifest(repo, child["digest"], child["digest"], problems, depth + 1)
@@ -253,10 +256,14 @@ class RegistryClient:
             try:
                 status = self.blob_status(repo, descriptor["digest"])
             except requests.RequestException as exc:
-                problems.append(f"{repo}@{ref}: blob {descriptor['digest']}: {exc}")
+                problems.append(f"manifest {where}: blob {descriptor['digest']}: {exc}")
                 continue
             if status != 200:
-                problems.append(f"{repo}@{ref}: blob {descriptor['digest']}: HEAD answered {status}")
+                problems.append(f"manifest {where}: HEAD blob {descriptor['digest']} answered {status}")
+
+
+def _reference(repo: str, ref: str) -> str:
+    return f"{repo}@{ref}" if ":" in ref else f"{repo}:{ref}"
 
 
 def _expect(response: requests.Response, status: int, what: str | None = None) -> None:
@@ -369,10 +376,13 @@ class Registry:
         )
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last lines the current (or last) process logged."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
+        text = text[max(text.rfind("--- starting on port"), 0):]
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
         """SIGTERM, then wait for the process to exit (SIGKILL after STOP_TIMEOUT)."""
@@ -388,7 +398,8 @@ class Registry:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self.port = None if not self._fixed_port else self.port
+        if not self._fixed_port:
+            self.port = None
 
     def __enter__(self) -> "Registry":
         if self.process is None:
@@ -397,6 +408,8 @@ class Registry:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # The read side of the API, for assertions.
     def catalog(self) -> list[str]:
@@ -410,14 +423,3 @@ class Registry:
 
     def servable_problems(self, repo: str, ref: str) -> list[str]:
         return self.api.servable_problems(repo, ref)
-
-
-@contextlib.contextmanager
-def running_registry(**kwargs) -> Iterator[Registry]:
-    """``with running_registry(root=..., read_only=True) as registry:`` — started, then stopped."""
-    registry = Registry(**kwargs)
-    registry.start()
-    try:
-        yield registry
-    finally:
-        registry.stop()
