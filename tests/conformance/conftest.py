@@ -20,7 +20,10 @@ _SUPPORT = Path(__file__).parent.parent / "support"
 KINDS = ["memory", "file"] + sorted(p.stem.removeprefix("fixtures_backend_") for p in _SUPPORT.glob("fixtures_backend_*.py"))
 
 
-@pytest.fixture(params=KINDS)
+CEPH_KINDS = {"s3", "rados"}
+
+
+@pytest.fixture(params=[pytest.param(kind, marks=pytest.mark.ceph) if kind in CEPH_KINDS else kind for kind in KINDS])
 def backend_under_test(request, tmp_path):
     kind = request.param
     if kind == "memory":

@@ -1,0 +1,427 @@
+"""The RADOS backend's own layout: names, heads, errors, striping, dead writers, cleanup.
+
+The conformance suite checks the behaviour every backend shares; this file
+checks what is particular to RADOS. Tests marked ``ceph`` run against the
+session's throwaway cluster (tests/support/fixtures_ceph.py) with the lowered
+limits of tests/support/fixtures_backend_rados.py: 4 MiB objects, 5 MiB writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backends import BackendError, BackendUnavailable, ConfigurationError, NotFound, PermissionDenied, TransientError
+from backends.opening import open_backend
+from tests.support.components import missing_component
+from tests.support.fixtures_backend_rados import MAX_OBJECT_SIZE, MAX_WRITE_SIZE_MIB
+
+REPO = Path(__file__).resolve().parents[2]
+MIB = 1 << 20
+
+
+@pytest.fixture
+def rados_module():
+    try:
+        from backends.rados import _load_rados
+
+        return _load_rados()
+    except BackendUnavailable as exc:
+        missing_component(f"the Python module rados ({exc})")
+
+
+# --- without a cluster ----------------------------------------------------------------
+
+
+def test_url_names_pool_namespace_and_options(rados_module):
+    backend = open_backend("rados://registry/mirror?conf=/etc/ceph/site-b.conf&id=syncagent&keyring=/k&chunk_size=4194304")
+    assert (backend.pool, backend.namespace) == ("registry", "mirror")
+    assert backend.options.conf == "/etc/ceph/site-b.conf"
+    assert backend.options.id == "syncagent"
+    assert backend.options.chunk_size == 4194304
+    assert backend.options.inline_max == 16384  # defaults stay
+    assert backend.url.startswith("rados://registry/mirror?")
+    assert open_backend("rados://registry").namespace == ""
+    assert open_backend("rados://registry/").namespace == ""
+    backend.close()  # never connected: nothing to do
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["rados://pool/ns?colour=blue", "rados:///ns", "rados://pool/a/b", "rados://pool/ns?chunk_size=big", "rados://pool/ns?inline_max=-1"],
+)
+def test_bad_urls_are_configuration_errors(rados_module, url):
+    with pytest.raises(ConfigurationError):
+        open_backend(url)
+
+
+def test_missing_binding_says_how_to_install(monkeypatch):
+    import backends.rados as module
+
+    monkeypatch.setattr(module, "_rados", None)
+    monkeypatch.setitem(sys.modules, "rados", None)
+    with pytest.raises(BackendUnavailable, match="python3-rados.*venv-link-rados"):
+        open_backend("rados://pool/ns")
+
+
+def test_object_names_have_a_fixed_length_whatever_the_key():
+    from backends.rados import chunk_oid, index_oid, parse_chunk_oid
+
+    long_prefix = "docker/registry/v2/repositories/" + "a" * 255 + "/_manifests/tags/" + "t" * 128 + "/index/sha256/" + "f" * 64 + "/"
+    assert len(index_oid(long_prefix)) == len(index_oid("")) < 64
+    assert index_oid("a/") != index_oid("a/b/")
+    assert parse_chunk_oid(chunk_oid("0123abcd", 17)) == ("0123abcd", 17)
+    assert parse_chunk_oid(index_oid("x/")) is None
+
+
+@pytest.mark.parametrize(
+    "key, parent, name",
+    [("top", "", "top"), ("a/b", "a/", "b"), ("docker/registry/v2/blobs/sha256/ab/abcd/data", "docker/registry/v2/blobs/sha256/ab/abcd/", "data")],
+)
+def test_split_key(key, parent, name):
+    from backends.rados import split_key, split_prefix
+
+    assert split_key(key) == (parent, name)
+    assert split_prefix(key + "/") == (parent, name)
+
+
+def test_head_round_trips_and_rejects_garbage():
+    from backends.rados import Head
+
+    head = Head(13 * MIB + 17, "0" * 32, 4 * MIB, 4)
+    assert Head.decode(head.encode(), "k") == head
+    assert head.encode().isascii()  # omap_cmp compares it as text
+    for raw in (b"", b"{", b'{"size": 1}', Head(100, "g", 10, 2).encode()):
+        with pytest.raises(BackendError):
+            Head.decode(raw, "k")
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda r: r.ObjectNotFound("gone", errno=errno.ENOENT), NotFound),
+        (lambda r: r.PermissionError("no", errno=errno.EPERM), PermissionDenied),
+        (lambda r: r.PermissionDeniedError("no", errno=errno.EACCES), PermissionDenied),
+        (lambda r: r.TimedOut("slow", errno=errno.ETIMEDOUT), TransientError),
+        (lambda r: r.OSError("down", errno=errno.ESHUTDOWN), TransientError),
+        (lambda r: r.OSError("down", errno=errno.ENOTCONN), TransientError),
+        (lambda r: r.OSError("busy", errno=errno.EAGAIN), TransientError),
+        (lambda r: r.ConnectionShutdown("bye"), TransientError),
+        (lambda r: r.OSError("too big", errno=errno.EFBIG), BackendError),
+        (lambda r: r.Error("odd"), BackendError),
+    ],
+)
+def test_rados_errors_become_typed_errors(rados_module, make, expected):
+    from backends.rados import _translate
+
+    translated = _translate(make(rados_module), "some/key")
+    assert type(translated) is expected
+    assert "some/key" in str(translated)
+
+
+def test_size_limit_errors_name_the_cluster_setting(rados_module):
+    from backends.rados import _translate
+
+    assert "osd_max_object_size" in str(_translate(rados_module.OSError("x", errno=errno.EFBIG), "k"))
+    assert "osd_max_write_size" in str(_translate(rados_module.OSError("x", errno=errno.EMSGSIZE), "k"))
+
+
+@pytest.mark.parametrize("text, value", [("134217728\n", 134217728), ("90", 90), ("128M", 128 * MIB), ("4Ki", 4096), ("", 0), ("x", 0)])
+def test_parse_size(text, value):
+    from backends.rados import _parse_size
+
+    assert _parse_size(text) == value
+
+
+def test_dead_and_live_writers():
+    from backends.rados import _ACTIVE_GENS, Writer
+
+    me = Writer.this_process()
+    dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_child.wait()
+    dead = Writer(me.host, me.boot, dead_child.pid, me.start, time.time())
+    assert dead.abandoned("g", 3600)
+    _ACTIVE_GENS.add("mine")
+    try:
+        assert not me.abandoned("mine", 3600)  # a put of this process, still running
+    finally:
+        _ACTIVE_GENS.discard("mine")
+    assert me.abandoned("mine", 3600)  # this process gave it up
+    assert not Writer("elsewhere", "b", 1, "1", time.time()).abandoned("g", 3600)
+    assert Writer("elsewhere", "b", 1, "1", time.time() - 7200).abandoned("g", 3600)
+
+
+# --- against the cluster ------------------------------------------------------------------
+
+
+def namespace_objects(backend) -> dict[str, int]:
+    io_ = backend._io()
+    return {obj.key: io_.stat(obj.key)[0] for obj in io_.list_objects()}
+
+
+def chunks_of(backend) -> list[str]:
+    from backends.rados import CHUNK_PREFIX
+
+    return sorted(name for name in namespace_objects(backend) if name.startswith(CHUNK_PREFIX))
+
+
+def head_of(backend, key):
+    from backends.rados import Head, index_oid, split_key
+
+    parent, name = split_key(key)
+    return Head.decode(backend._values(index_oid(parent), ["o:" + name], key)["o:" + name], key)
+
+
+@pytest.fixture
+def rados_backend(rados_pool):
+    backend = rados_pool.backend()
+    yield backend
+    backend.close()
+
+
+@pytest.mark.ceph
+def test_limits_come_from_the_cluster(rados_pool):
+    backend = rados_pool.backend(chunk_size=64 * MIB)
+    limits = backend.limits()
+    assert limits.max_object_size == MAX_OBJECT_SIZE
+    assert limits.max_write_size == MAX_WRITE_SIZE_MIB * MIB
+    assert limits.chunk_size == MAX_OBJECT_SIZE  # asked for 64 MiB, the cluster allows 4
+    assert limits.write_size <= limits.max_write_size // 2
+    backend.close()
+
+
+@pytest.mark.ceph
+def test_large_object_is_striped_into_chunk_objects(rados_backend):
+    data = os.urandom(13 * MIB + 17)
+    rados_backend.put("docker/registry/v2/blobs/sha256/ab/abcd/data", io.BytesIO(data))
+    head = head_of(rados_backend, "docker/registry/v2/blobs/sha256/ab/abcd/data")
+    assert (head.size, head.chunk_size, head.chunks) == (len(data), MAX_OBJECT_SIZE, 4)
+    objects = namespace_objects(rados_backend)
+    sizes = [objects[f"chunk.{head.gen}.{n}"] for n in range(4)]
+    assert sizes == [MAX_OBJECT_SIZE] * 3 + [len(data) - 3 * MAX_OBJECT_SIZE]
+    assert rados_backend._io().get_xattr(f"chunk.{head.gen}.0", "syncagent.key") == b"docker/registry/v2/blobs/sha256/ab/abcd/data"
+    assert rados_backend.read_bytes("docker/registry/v2/blobs/sha256/ab/abcd/data") == data
+    with rados_backend.open_read("docker/registry/v2/blobs/sha256/ab/abcd/data") as stream:
+        assert stream.read(10) == data[:10]
+        assert stream.read(5 * MIB) == data[10 : 5 * MIB + 10]  # across a chunk boundary
+    assert rados_backend.scan_leftovers() == []
+
+
+@pytest.mark.ceph
+def test_small_objects_live_in_the_index(rados_backend):
+    rados_backend.put_bytes("repositories/app/_manifests/tags/latest/current/link", b"sha256:" + b"a" * 64)
+    rados_backend.put_bytes("empty", b"")
+    assert chunks_of(rados_backend) == []
+    assert head_of(rados_backend, "empty").chunks == 0
+    assert rados_backend.read_bytes("repositories/app/_manifests/tags/latest/current/link") == b"sha256:" + b"a" * 64
+
+
+@pytest.mark.ceph
+def test_overwrite_removes_the_replaced_chunks(rados_backend):
+    rados_backend.put("k", io.BytesIO(os.urandom(9 * MIB)))
+    first = head_of(rados_backend, "k")
+    second_data = os.urandom(5 * MIB)
+    rados_backend.put("k", io.BytesIO(second_data))
+    second = head_of(rados_backend, "k")
+    assert chunks_of(rados_backend) == [f"chunk.{second.gen}.0", f"chunk.{second.gen}.1"]
+    assert first.gen != second.gen
+    rados_backend.put_bytes("k", b"small now")
+    assert chunks_of(rados_backend) == []
+    assert rados_backend.read_bytes("k") == b"small now"
+    assert rados_backend.scan_leftovers() == []
+
+
+@pytest.mark.ceph
+def test_delete_removes_every_chunk_and_index_object(rados_backend):
+    rados_backend.put("a/b/big", io.BytesIO(os.urandom(10 * MIB)))
+    rados_backend.put_bytes("a/small", b"x")
+    rados_backend.put_bytes("top", b"y")
+    assert len(chunks_of(rados_backend)) == 3
+    for key in ("a/b/big", "a/small", "top"):
+        rados_backend.delete(key)
+    assert namespace_objects(rados_backend) == {}
+    assert list(rados_backend.iter_children("")) == []
+
+
+@pytest.mark.ceph
+def test_listing_pages_through_large_indexes(rados_backend, monkeypatch):
+    import backends.rados as module
+
+    monkeypatch.setattr(module, "_PAGE", 3)
+    keys = [f"d/obj{i}" for i in range(10)] + [f"d/sub{i}/x" for i in range(5)]
+    for key in keys:
+        rados_backend.put_bytes(key, b"1")
+    children = sorted((e.name, e.is_prefix) for e in rados_backend.iter_children("d/"))
+    assert children == sorted([(f"obj{i}", False) for i in range(10)] + [(f"sub{i}", True) for i in range(5)])
+    assert sorted(i.key for i in rados_backend.iter_objects("")) == sorted(keys)
+
+
+@pytest.mark.ceph
+def test_missing_pool_is_not_found(rados_pool):
+    from backends.rados import RadosBackend
+
+    backend = RadosBackend("no-such-pool", "ns", rados_pool.options())
+    with pytest.raises(NotFound):
+        list(backend.iter_children(""))
+    backend.close()
+
+
+@pytest.mark.ceph
+def test_read_only_cephx_user_gets_permission_denied(rados_pool, rados_backend, tmp_path):
+    rados_backend.put_bytes("k/v", b"value")
+    name = "client.syncagent-test-ro"
+    keyring = tmp_path / "ro.keyring"
+    keyring.write_text(rados_pool.cluster.ceph("auth", "get-or-create", name, "mon", "allow r", "osd", f"allow r pool={rados_pool.name}"))
+    reader = rados_pool.backend(rados_backend.namespace, id="syncagent-test-ro", keyring=str(keyring))
+    try:
+        assert reader.read_bytes("k/v") == b"value"
+        assert [e.name for e in reader.iter_children("")] == ["k"]
+        with pytest.raises(PermissionDenied):
+            reader.put_bytes("k/w", b"nope")
+        with pytest.raises(PermissionDenied):
+            reader.delete("k/v")
+    finally:
+        reader.close()
+        rados_pool.cluster.ceph("auth", "rm", name)
+    assert rados_backend.scan_leftovers() == []
+
+
+@pytest.mark.ceph
+def test_reader_of_a_replaced_object_gets_a_retryable_error(rados_backend):
+    rados_backend.put("k", io.BytesIO(os.urandom(9 * MIB)))
+    with rados_backend.open_read("k") as stream:
+        stream.read(MIB)
+        rados_backend.put_bytes("k", b"replaced")
+        with pytest.raises(TransientError):
+            while stream.read(MIB):
+                pass
+
+
+CHILD = r"""
+import io, os, sys
+from backends.rados import RadosBackend, RadosOptions
+
+conf, keyring, pool, namespace, key, ready_fd, signal_after = sys.argv[1:]
+ready_fd, signal_after = int(ready_fd), int(signal_after)
+
+class Source(io.RawIOBase):
+    sent = 0
+    def readable(self):
+        return True
+    def readinto(self, buffer):
+        if self.sent >= signal_after:
+            os.write(ready_fd, b"!")    # the chunks so far are stored: kill me now
+            sys.stdin.buffer.read()     # the parent never writes: blocks until SIGKILL
+        n = min(len(buffer), signal_after - self.sent)
+        buffer[:n] = b"\xab" * n
+        self.sent += n
+        return n
+
+backend = RadosBackend(pool, namespace, RadosOptions(conf=conf, keyring=keyring))
+backend.put(key, Source())
+"""
+
+
+@pytest.mark.ceph
+def test_writer_killed_mid_put_leaves_nothing_visible(rados_pool, rados_backend):
+    key = "docker/registry/v2/blobs/sha256/cd/cdef/data"
+    ready, ready_w = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(rados_pool.cluster.conf), str(rados_pool.cluster.keyring), rados_pool.name,
+         rados_backend.namespace, key, str(ready_w), str(3 * MAX_OBJECT_SIZE)],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(ready_w,), cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    os.close(ready_w)
+    try:
+        signalled, _, _ = select.select([ready], [], [], 120)  # a bound on a broken child, not a synchronisation
+        assert signalled and os.read(ready, 1) == b"!", child.stderr.read().decode() if child.poll() is not None else "no signal"
+        leftovers = rados_backend.scan_leftovers()
+        assert any(line.startswith("record t:data/") for line in leftovers), leftovers
+        assert sum(line.startswith("orphan chunk") for line in leftovers) >= 2, leftovers
+    finally:
+        child.kill()
+        child.wait()
+        child.stdin.close()
+        child.stderr.close()
+        os.close(ready)
+    assert child.returncode == -signal.SIGKILL
+
+    assert not rados_backend.exists(key)
+    assert list(rados_backend.iter_children("")) == []
+    assert list(rados_backend.iter_objects("")) == []
+    assert rados_backend.scan_leftovers() != []  # the dead writer's chunks, recorded and invisible
+
+    data = os.urandom(6 * MIB)
+    rados_backend.put(key, io.BytesIO(data))
+    assert rados_backend.read_bytes(key) == data
+    assert [info.key for info in rados_backend.iter_objects("")] == [key]
+    assert rados_backend.scan_leftovers() == []  # the next put of the key cleaned up after the dead writer
+
+
+@pytest.mark.ceph
+def test_put_of_another_host_is_cleaned_only_once_abandoned(rados_pool, rados_backend):
+    from backends.rados import Writer, chunk_oid, index_oid, writer_key
+
+    io_ = rados_backend._io()
+    import rados
+
+    def fake_put(gen: str, since: float) -> None:
+        record = Writer("elsewhere", "other-boot", 4242, "1", since).encode()
+        with rados.WriteOpCtx() as op:
+            io_.set_omap(op, [writer_key("obj", gen)], [record])
+            io_.operate_write_op(op, index_oid("d/"))
+        for number in range(2):
+            io_.write_full(chunk_oid(gen, number), b"partial")
+
+    fake_put("a" * 32, time.time() - 2 * 86400)  # older than abandoned_after: dead
+    fake_put("b" * 32, time.time())  # maybe still writing
+    rados_backend.put_bytes("d/obj", b"v")
+    assert chunks_of(rados_backend) == [chunk_oid("b" * 32, 0), chunk_oid("b" * 32, 1)]
+    assert rados_backend.scan_leftovers() == sorted(
+        [f"orphan chunk {chunk_oid('b' * 32, 0)}", f"orphan chunk {chunk_oid('b' * 32, 1)}", f"record t:obj/{'b' * 32} in the index of 'd/'"]
+    )
+
+
+@pytest.mark.ceph
+def test_concurrent_puts_and_deletes_keep_the_index_consistent(rados_backend):
+    """Threads put and delete keys under shared prefixes; afterwards listings show exactly what exists."""
+    final: dict[str, bytes] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(number: int) -> None:
+        try:
+            for round_ in range(12):
+                key = f"s/d{round_ % 3}/e{round_ % 2}/k{number}"
+                data = f"{number}-{round_}".encode() * (1 + round_ % 2)
+                rados_backend.put_bytes(key, data)
+                if round_ % 3 != 2:
+                    rados_backend.delete(key)
+                else:
+                    with lock:
+                        final[key] = data
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {i.key: i.size for i in rados_backend.iter_objects("")} == {k: len(v) for k, v in final.items()}
+    assert all(rados_backend.read_bytes(k) == v for k, v in final.items())
+    assert rados_backend.scan_leftovers() == []
+    for key in final:
+        rados_backend.delete(key)
+    assert namespace_objects(rados_backend) == {}
