@@ -130,15 +130,18 @@ class Engine:
 
     def _delete_pass(self, source_repositories: set[str], source_listed: bool) -> None:
         refusal = self._delete_refusal(source_repositories, source_listed)
+        plans: list = []
         if refusal is None:
-            plans = [
-                plan_repository(self.source, self.dest, repository, repository in source_repositories)
-                for repository in iter_repositories(self.dest)
-                if self.options.wants(repository)
-            ]
+            try:
+                for repository in iter_repositories(self.dest):
+                    if self.options.wants(repository):
+                        plans.append(self._plan_deletes(repository, repository in source_repositories))
+            except BackendError as exc:
+                refusal = f"cannot list the destination's repositories: {exc}"
+            plans = [p for p in plans if p is not None]
             removing = sum(len(p.tags) + len(p.revisions) for p in plans)
             total = sum(p.dest_tags + p.dest_revisions for p in plans)
-            if not self.options.force and total and removing / total > self.options.max_delete_share:
+            if refusal is None and not self.options.force and total and removing / total > self.options.max_delete_share:
                 refusal = (
                     f"the pass would delete {removing} of the destination's {total} tags and revisions "
                     f"({removing / total:.0%}), more than the limit of {self.options.max_delete_share:.0%}; "
@@ -158,6 +161,13 @@ class Engine:
                 self.report.add_problem(Problem("delete-skipped", f"kept every _layers link: {plan.keeps_all_layers}", repository=plan.repository))
         if self.options.prune_blobs and not self.cancelled.is_set():
             runner.prune_blobs()
+
+    def _plan_deletes(self, repository: str, at_source: bool):
+        try:
+            return plan_repository(self.source, self.dest, repository, at_source)
+        except BackendError as exc:
+            self.report.add_problem(Problem("delete-failed", f"cannot plan deletes: {exc}", repository=repository, key=exc.key))
+            return None
 
     def _delete_refusal(self, source_repositories: set[str], source_listed: bool) -> str | None:
         """Why deleting now would be unsafe, or None."""
