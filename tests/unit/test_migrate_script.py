@@ -1,0 +1,41 @@
+"""scripts/migrate-registry: bulk passes until nothing is new, then a final go/no-go."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from backends.filesystem import FilesystemBackend
+from syncagent.layout import BlobData, Digest, key_of
+from syncagent.synthetic import TreeShape, TreeWriter, write_tree
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "migrate-registry"
+
+
+def run(*args):
+    env = {**os.environ, "SYNCAGENT": str(Path(sys.executable).parent / "syncagent")}
+    return subprocess.run([str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, env=env)
+
+
+def test_bulk_then_final_go(tmp_path):
+    write_tree(FilesystemBackend(tmp_path / "old"), TreeShape(repositories=2, tags_per_repository=2, layer_bytes=(10, 500)))
+    bulk = run(str(tmp_path / "old"), str(tmp_path / "new"))
+    assert bulk.returncode == 0, bulk.stderr
+    assert "== pass 2" in bulk.stdout and "in sync" in bulk.stdout
+    final = run(str(tmp_path / "old"), str(tmp_path / "new"), "--final")
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "GO:" in final.stdout and "NO-GO" not in final.stdout
+
+
+def test_final_is_no_go_when_a_tag_cannot_be_moved(tmp_path):
+    old = FilesystemBackend(tmp_path / "old")
+    write_tree(old, TreeShape(repositories=1, tags_per_repository=1, layer_bytes=(10, 500)))
+    assert run(str(tmp_path / "old"), str(tmp_path / "new")).returncode == 0
+    TreeWriter(old).image("app0", [b"late push"], tag="late")
+    layer = Digest("sha256", hashlib.sha256(b"late push").hexdigest())
+    (tmp_path / "old" / key_of(BlobData(layer))).write_bytes(b"bit rot")
+    final = run(str(tmp_path / "old"), str(tmp_path / "new"), "--final")
+    assert final.returncode == 1
+    assert "NO-GO" in final.stdout and "app0:late" in final.stdout
