@@ -75,3 +75,38 @@ def test_verify_reports_a_broken_destination(primary, tmp_path):
     report = json.loads(result.stdout)
     assert not report["ok"]
     assert any(p["kind"] == "broken-tag" and "layer link" in p["reason"] for p in report["problems"])
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path):
+    import signal
+    import time
+
+    source = tmp_path / "big"
+    tree = write_tree(FilesystemBackend(source), TreeShape(repositories=4, tags_per_repository=4, layer_bytes=(1 << 20, 2 << 20)))
+    copy = tmp_path / "copy"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncagent", "sync", str(source), str(copy), "--jobs", "1", "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    blobs = copy / "docker/registry/v2/blobs/sha256"
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        if blobs.is_dir() and sum(1 for _ in blobs.glob("*/*/data")) >= 3:
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, "the sync finished before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True
+    assert summary["tags_published"] < 16
+    assert syncagent("verify", str(copy)).returncode == 0
+    again = syncagent("sync", str(source), str(copy), "--json")
+    assert again.returncode == 0
+    resumed = json.loads(again.stdout)
+    assert resumed["tags_published"] + summary["tags_published"] == 16
+    assert summary["blobs_copied"] + resumed["blobs_copied"] == tree.blobs

@@ -81,3 +81,32 @@ def test_a_file_in_the_way_of_a_directory_is_a_clear_error(tmp_path):
     assert not isinstance(caught.value, NotFound)
     assert backend.read_bytes("a/b") == b"file"
     assert os.listdir(tmp_path / STAGING_NAME) == []
+
+
+def test_third_party_backends_register_through_entry_points(monkeypatch):
+    import importlib.metadata
+
+    from backends import ENTRY_POINT_GROUP
+    from backends.memory import MemoryBackend
+
+    class Plugin(MemoryBackend):
+        @classmethod
+        def from_url(cls, parts, query):
+            backend = cls(parts.netloc)
+            backend.url = f"plugin://{parts.netloc}"
+            return backend
+
+    class FakeEntryPoint:
+        name = "plugin"
+
+        def load(self):
+            return Plugin
+
+    def entry_points(group=None):
+        return [FakeEntryPoint()] if group == ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    backend = open_backend("plugin://shelf")
+    assert isinstance(backend, Plugin) and backend.url == "plugin://shelf"
+    with pytest.raises(ConfigurationError, match="plugin"):
+        open_backend("unknown://x")
