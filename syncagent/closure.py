@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backends import Backend, NotFound
+from backends import Backend, BackendError, NotFound
 
-from .discovery import UnreadableLink, read_link
+from .discovery import UnreadableLink, read_link, read_small
 from .layout import BlobData, Digest, LayerLink, RevisionLink, key_of
-from .manifest import Manifest
+from .manifest import MAX_MANIFEST_BYTES, MalformedManifest, Manifest, parse_manifest
 
 MAX_DEPTH = 8
 
@@ -47,6 +47,27 @@ class Closure:
 
 
 LoadManifest = Callable[[Digest], Manifest]
+
+
+def read_manifest(backend: Backend, digest: Digest) -> tuple[bytes, Manifest]:
+    """A stored manifest's bytes, checked against its digest, and its parsed references.
+
+    Raises ClosureError (missing-blob, read-failed, digest-mismatch, malformed-manifest).
+    """
+    try:
+        data = read_small(backend, key_of(BlobData(digest)), MAX_MANIFEST_BYTES)
+    except NotFound:
+        raise ClosureError("missing-blob", digest, "manifest blob missing") from None
+    except BackendError as exc:
+        raise ClosureError("read-failed", digest, f"cannot read the manifest: {exc}") from exc
+    hasher = digest.hasher()
+    hasher.update(data)
+    if hasher.hexdigest() != digest.hex:
+        raise ClosureError("digest-mismatch", digest, f"manifest blob content hashes to {digest.algorithm}:{hasher.hexdigest()}")
+    try:
+        return data, parse_manifest(data)
+    except MalformedManifest as exc:
+        raise ClosureError("malformed-manifest", digest, str(exc)) from None
 
 
 def resolve_closure(root: Digest, load_manifest: LoadManifest) -> Closure:

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 from backends import Backend, BackendError, NotFound, TransientError
 
-from .closure import Closure, ClosureError, missing_from, resolve_closure
+from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
 from .deletes import DeleteRunner, plan_repository
-from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository, read_small
-from .layout import BlobData, Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
-from .manifest import MAX_MANIFEST_BYTES, MalformedManifest, Manifest, parse_manifest
+from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository
+from .layout import Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
+from .manifest import Manifest
 from .replica import read_marker, write_marker
 from .report import Problem, Report
 from .transfer import BlobCopier, BlobOutcome, Cancelled
@@ -303,21 +303,7 @@ class _RepositorySync:
     def _load_manifest(self, digest: Digest) -> Manifest:
         if digest not in self.src.revisions:
             raise ClosureError("missing-manifest", digest, "referenced manifest has no revision link at the source")
-        key = key_of(BlobData(digest))
-        try:
-            data = read_small(self.engine.source, key, MAX_MANIFEST_BYTES)
-        except NotFound:
-            raise ClosureError("missing-blob", digest, "manifest blob missing at the source") from None
-        except BackendError as exc:
-            raise ClosureError("read-failed", digest, f"cannot read the manifest: {exc}") from exc
-        hasher = digest.hasher()
-        hasher.update(data)
-        if hasher.hexdigest() != digest.hex:
-            raise ClosureError("digest-mismatch", digest, f"manifest blob content hashes to {digest.algorithm}:{hasher.hexdigest()}")
-        try:
-            manifest = parse_manifest(data)
-        except MalformedManifest as exc:
-            raise ClosureError("malformed-manifest", digest, str(exc)) from None
+        data, manifest = read_manifest(self.engine.source, digest)
         self.raw_manifests[digest] = data
         return manifest
 

@@ -25,8 +25,8 @@ from typing import Callable
 
 from backends import Backend, BackendError, NotFound
 
-from .closure import Closure, ClosureError, missing_from, resolve_closure
-from .discovery import UnreadableLink, iter_repositories, read_link, read_repository, read_small
+from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
+from .discovery import UnreadableLink, iter_repositories, read_link, read_repository
 from .layout import (
     BLOBS_PREFIX,
     REPOSITORIES_PREFIX,
@@ -34,10 +34,9 @@ from .layout import (
     Digest,
     InvalidPath,
     LayerLink,
-    key_of,
     parse_key,
 )
-from .manifest import MAX_MANIFEST_BYTES, MalformedManifest, Manifest, parse_manifest
+from .manifest import Manifest
 from .report import Problem, Report
 
 log = logging.getLogger(__name__)
@@ -92,20 +91,8 @@ def _verify_repository(target: Backend, repository: str, report: Report, present
     verdicts: dict[Digest, list[str]] = {}
 
     def load(digest: Digest) -> Manifest:
-        if digest in cache:
-            return cache[digest]
-        try:
-            data = read_small(target, key_of(BlobData(digest)), MAX_MANIFEST_BYTES)
-        except NotFound:
-            raise ClosureError("missing-blob", digest, "manifest blob missing") from None
-        hasher = digest.hasher()
-        hasher.update(data)
-        if hasher.hexdigest() != digest.hex:
-            raise ClosureError("digest-mismatch", digest, "manifest blob does not match its digest")
-        try:
-            cache[digest] = parse_manifest(data)
-        except MalformedManifest as exc:
-            raise ClosureError("malformed-manifest", digest, str(exc)) from None
+        if digest not in cache:
+            cache[digest] = read_manifest(target, digest)[1]
         return cache[digest]
 
     def verdict(root: Digest) -> list[str]:
