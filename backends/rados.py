@@ -6,6 +6,7 @@ name and omap key is made by the functions under "Layout" below, nowhere else.
 
     index.<sha1(prefix)>        one per directory prefix ("" is the root); its omap:
         i:<name>                the bytes of a small object, stored inline
+        m:<name>                the markers above <prefix><name> may be incomplete (set with the head)
         o:<name>                the object's head: {size, gen, chunk_size, chunks}
         p:<name>                <prefix><name>/ has objects below it
         t:<name>/<gen>          a put of <prefix><name> in progress: who, since when
@@ -26,9 +27,11 @@ name and omap key is made by the functions under "Layout" below, nowhere else.
   ``abandoned_after`` seconds.
 - Prefix markers are added after the head, bottom-up, each after the level
   below exists; deletes remove them bottom-up, re-checking after each removal.
-  A listing never shows a prefix before an object below it is committed; a
-  writer that dies between commit and markers leaves an object that ``stat``
-  finds but listings above it miss until the next put under that prefix.
+  A listing never shows a prefix before an object below it is committed. The
+  commit also records ``m:<name>`` (markers pending), removed once the markers
+  are there: a writer that dies in between leaves an object that listings
+  above it miss, and the record, so the next ``stat``, read, put or delete of
+  the key adds the markers (a re-run of a sync stats or reads what it skips).
 - Object names are hashes of fixed length: keys may be longer than
   ``osd_max_object_name_len`` allows.
 """
@@ -101,7 +104,7 @@ class RadosLimits:
 
 INDEX_PREFIX = "index."
 CHUNK_PREFIX = "chunk."
-INLINE, OBJECT, PREFIX, WRITER, GARBAGE = "i:", "o:", "p:", "t:", "x:"
+INLINE, PENDING, OBJECT, PREFIX, WRITER, GARBAGE = "i:", "m:", "o:", "p:", "t:", "x:"
 PREFIX_XATTR = "syncagent.prefix"  # on index objects: the prefix they index
 KEY_XATTR = "syncagent.key"  # on chunk objects: the key they belong to
 
@@ -142,8 +145,8 @@ def split_prefix(prefix: str) -> tuple[str, str]:
 
 
 def _is_content(omap_key: str | None) -> bool:
-    """Keys that make an index non-empty for listings (they sort before t: and x:)."""
-    return omap_key is not None and omap_key[:2] in (INLINE, OBJECT, PREFIX)
+    """Keys that make an index non-empty for listings (they sort before t: and x:; m: goes with an o:)."""
+    return omap_key is not None and omap_key[:2] in (INLINE, PENDING, OBJECT, PREFIX)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -464,11 +467,26 @@ class RadosBackend(BaseBackend):
 
     def _head(self, key: str) -> tuple[Head, dict[str, bytes]]:
         parent, name = split_key(check_key(key))
-        values = self._values(index_oid(parent), [OBJECT + name, INLINE + name], key)
+        values = self._values(index_oid(parent), [OBJECT + name, INLINE + name, PENDING + name], key)
         raw = values.get(OBJECT + name)
         if raw is None:
             raise NotFound(f"no such object: {key}", key=key)
+        if PENDING + name in values:
+            self._finish_markers(key)
         return Head.decode(raw, key), values
+
+    def _finish_markers(self, key: str) -> None:
+        """Add the markers a put of ``key`` committed without (it died, or is adding them now), then drop
+        its m: record. Best effort: a read-only user cannot; the next put, delete or read tries again."""
+        parent, name = split_key(key)
+        try:
+            self._ensure_markers(parent, key)
+            if OBJECT + name not in self._values(index_oid(parent), [OBJECT + name], key):
+                self._prune(parent, key)  # deleted meanwhile: take back the markers just added
+                return
+            self._remove_omap(index_oid(parent), [PENDING + name], key)
+        except BackendError:
+            pass
 
     def stat(self, key: str) -> ObjectInfo:
         head, _ = self._head(key)
@@ -556,6 +574,7 @@ class RadosBackend(BaseBackend):
                 with _ACTIVE_LOCK:
                     _ACTIVE_GENS.discard(gen)
         self._ensure_markers(parent, key)
+        self._remove_omap(index_oid(parent), [PENDING + name], key)
         self._collect(key, replaced)
         return ObjectInfo(key, head.size)
 
@@ -628,7 +647,7 @@ class RadosBackend(BaseBackend):
             state = self._read_entry(key, oid)
             if writer is not None and state.writers.get(head.gen) != writer:
                 raise TransientError(f"{key}: this put was taken for abandoned and cleaned up; put again", key=key)
-            keys, values = [OBJECT + name], [head.encode()]
+            keys, values = [OBJECT + name, PENDING + name], [head.encode(), b""]
             if inline is not None:
                 keys.append(INLINE + name)
                 values.append(inline)
@@ -701,7 +720,7 @@ class RadosBackend(BaseBackend):
                 return
             with _translating(key), _rados.WriteOpCtx() as op:
                 op.omap_cmp(OBJECT + name, (state.head_raw or b"").decode("ascii"))
-                io_.remove_omap_keys(op, [OBJECT + name, INLINE + name])
+                io_.remove_omap_keys(op, [OBJECT + name, INLINE + name, PENDING + name])
                 if state.head.chunks:
                     io_.set_omap(op, [garbage_key(name, state.head.gen)], [_garbage_value(state.head.chunks)])
                 try:
@@ -860,7 +879,7 @@ class RadosBackend(BaseBackend):
                     children[prefix].add(name)
                 elif kind == PREFIX:
                     markers[prefix].add(name)
-                elif kind in (WRITER, GARBAGE):
+                elif kind in (PENDING, WRITER, GARBAGE):
                     report.append(f"record {omap_key} in the index of {prefix!r}")
         for oid in oids:
             parsed = parse_chunk_oid(oid)

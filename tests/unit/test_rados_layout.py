@@ -425,3 +425,26 @@ def test_concurrent_puts_and_deletes_keep_the_index_consistent(rados_backend):
     for key in final:
         rados_backend.delete(key)
     assert namespace_objects(rados_backend) == {}
+
+
+@pytest.mark.ceph
+def test_markers_a_dead_writer_left_out_are_added_by_the_next_stat(rados_backend):
+    """A put killed between its commit and its listing markers: the next stat completes them."""
+    import rados
+
+    from backends.rados import index_oid
+
+    rados_backend.put_bytes("repo/tags/v0/link", b"zero")
+    rados_backend.put_bytes("repo/tags/v1/link", b"one")
+    io_ = rados_backend._io()
+    with rados.WriteOpCtx() as op:
+        io_.remove_omap_keys(op, ["p:v1"])
+        io_.operate_write_op(op, index_oid("repo/tags/"))
+    with rados.WriteOpCtx() as op:
+        io_.set_omap(op, ["m:link"], [b""])
+        io_.operate_write_op(op, index_oid("repo/tags/v1/"))
+    assert sorted(e.name for e in rados_backend.iter_children("repo/tags/")) == ["v0"]
+    assert "record m:link in the index of 'repo/tags/v1/'" in rados_backend.scan_leftovers()
+    assert rados_backend.stat("repo/tags/v1/link").size == 3
+    assert sorted(e.name for e in rados_backend.iter_children("repo/tags/")) == ["v0", "v1"]
+    assert rados_backend.scan_leftovers() == []
