@@ -11,6 +11,7 @@ import argparse
 import fnmatch
 import json
 import logging
+import os
 import sys
 
 from backends import BackendUnavailable, ConfigurationError, open_backend
@@ -21,7 +22,7 @@ from .layout import Digest
 from .report import Report
 from .verify import verify_backend
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("syncagent: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the reader left (| head): no traceback
+        return EXIT_BROKEN_PIPE
 
 
 def _sync(args) -> int:
