@@ -229,10 +229,14 @@ class FilesystemBackend(BaseBackend):
         directory = f"{self._root}/{prefix}" if prefix else self._root
         try:
             entries = os.scandir(directory)
-        except (FileNotFoundError, NotADirectoryError) as exc:
+        except FileNotFoundError as exc:
             if not self.root.is_dir():
                 raise NotFound(f"{self.root} does not exist", key=prefix) from exc
             return
+        except NotADirectoryError as exc:
+            if not self.root.is_dir():
+                raise ConfigurationError(f"{self.root} is not a directory") from exc
+            raise BackendError(f"cannot list {prefix!r}: a file stands where a directory should be", key=prefix) from exc
         except OSError as exc:
             raise _translate(exc, prefix) from exc
         with entries:

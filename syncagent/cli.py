@@ -17,6 +17,7 @@ import sys
 from backends import BackendUnavailable, ConfigurationError, open_backend
 
 from .compare import compare
+from .registry_check import TokenConfigurationError, check_backend_tags, check_published_tags, checker_from_options
 from .engine import DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
 from .layout import Digest
 from .report import Report
@@ -51,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_percentage,
         default=DEFAULT_MAX_DELETE_SHARE,
         metavar="PERCENT",
-        help=f"refuse to delete more than this share of the destination's tags and revisions (default {DEFAULT_MAX_DELETE_SHARE:.0%})",
+        help=f"refuse to delete more than this share of the destination's tags and revisions (default {DEFAULT_MAX_DELETE_SHARE * 100:.0f}%%)",
     )
     deletes.add_argument("--force", action="store_true", help="skip the delete safety checks (and adopt an unmarked destination)")
+    _add_registry_check_options(sync, "DST")
 
     verify = commands.add_parser(
         "verify",
@@ -67,7 +69,38 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, metavar="N", help=f"parallel reads (default {DEFAULT_JOBS})")
     verify.add_argument("--repo", action="append", default=[], metavar="GLOB", help="only repositories matching GLOB (repeatable)")
     verify.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
+    _add_registry_check_options(verify, "TARGET (DST with --against)")
     return parser
+
+
+def _add_registry_check_options(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group("registry check")
+    group.add_argument(
+        "--check-registry",
+        metavar="URL",
+        help=f"ask the registry that serves {what} over HTTP whether it serves each tag whole "
+        "(manifest with every Accept type, index children, HEAD of every blob); failures are 'not-servable' problems",
+    )
+    group.add_argument("--registry-token-issuer", metavar="ISS", help="for an auth: token registry: its token issuer")
+    group.add_argument("--registry-token-service", metavar="SVC", help="its token service (the tokens' audience)")
+    group.add_argument("--registry-token-key", metavar="FILE", help="a PEM private key (RSA or EC P-256) whose certificate is in its rootcertbundle")
+    group.add_argument("--registry-token-cert", metavar="FILE", help="the PEM certificate of that key")
+
+
+def _registry_checker(args):
+    """A RegistryChecker from the options, or None; raises TokenConfigurationError (exit 2)."""
+    token_options = (args.registry_token_issuer, args.registry_token_service, args.registry_token_key, args.registry_token_cert)
+    if not args.check_registry:
+        if any(token_options):
+            raise TokenConfigurationError("the --registry-token-* options need --check-registry URL")
+        return None
+    return checker_from_options(
+        args.check_registry,
+        issuer=args.registry_token_issuer,
+        service=args.registry_token_service,
+        key_file=args.registry_token_key,
+        cert_file=args.registry_token_cert,
+    )
 
 
 def _percentage(text: str) -> float:
@@ -96,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sync":
             return _sync(args)
         return _verify(args)
-    except (ConfigurationError, BackendUnavailable) as exc:
+    except (ConfigurationError, BackendUnavailable, TokenConfigurationError) as exc:
         print(f"syncagent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -123,6 +156,9 @@ def _sync(args) -> int:
         force=args.force,
     )
     report = Report()
+    checker = _registry_checker(args)
+    if checker is not None and not args.dry_run:
+        check_published_tags(report, checker)
     engine = Engine(source, dest, options, report)
     show_progress = not args.json and sys.stderr.isatty()
     if args.dry_run and not args.json:
@@ -152,24 +188,34 @@ def _verify(args) -> int:
         print("syncagent: --repair needs --against DST", file=sys.stderr)
         return EXIT_USAGE
     select = (lambda name: any(fnmatch.fnmatchcase(name, p) for p in args.repo)) if args.repo else None
+    checker = _registry_checker(args)
     target = open_backend(args.target)
     dest = open_backend(args.against) if args.against else None
     try:
         if dest is None:
             report = verify_backend(target, repositories=select, deep=args.deep, jobs=args.jobs)
+            if checker is not None:
+                check_backend_tags(target, checker, report, repositories=select)
             _print_verify(args, report, target.url)
             return _exit_status(report)
-        return _verify_against(args, target, dest, select)
+        return _verify_against(args, target, dest, select, checker)
     finally:
         target.close()
         if dest is not None:
             dest.close()
 
 
-def _verify_against(args, source, dest, select) -> int:
+def _verify_against(args, source, dest, select, checker=None) -> int:
+    def check_dest() -> Report:
+        report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)
+        if checker is not None:
+            check_backend_tags(dest, checker, report, repositories=select)
+        return report
+
     source_report = Report()
     comparison = compare(source, dest, source_report, repositories=select)
-    dest_report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)
+    dest_report = check_dest()
+    before = comparison
     result: dict = {"comparison": comparison.as_dict(), "destination": _verify_summary(dest_report)}
     if source_report.problems:
         result["source_problems"] = [p.as_dict() for p in source_report.problems]
@@ -178,15 +224,14 @@ def _verify_against(args, source, dest, select) -> int:
         repaired = _repair(source, dest, comparison, dest_report, args.jobs)
         result["repair"] = repaired.as_dict()
         comparison = compare(source, dest, Report(), repositories=select)
-        dest_report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)
+        dest_report = check_dest()
         result["after_repair"] = {"comparison": comparison.as_dict(), "destination": _verify_summary(dest_report)}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        state = f"{sum(comparison.totals()[k] for k in ('missing_tags', 'stale_tags', 'extra_tags', 'missing_revisions'))} differences"
-        print(f"compare {source.url} -> {dest.url}: {state if comparison.differs else 'in sync'}")
-        if comparison.differs:
-            print(comparison.table())
+        print(f"compare {source.url} -> {dest.url}: {_differences(before)}")
+        if before.differs:
+            print(before.table())
         if source_report.problems:
             print(f"source problems ({len(source_report.problems)}):")
             for problem in source_report.problems:
@@ -197,9 +242,19 @@ def _verify_against(args, source, dest, select) -> int:
                 f"repair: {c['tags_published']} tags published, {c.get('revisions_repaired', 0) + c['revisions_published']} revisions written, "
                 f"{c['blobs_copied']} blobs copied ({_size(c['bytes_copied'])}); {len(repaired.problems)} problems"
             )
+            print(f"after repair: {_differences(comparison)}")
+            if comparison.differs:
+                print(comparison.table())
         _print_verify(args, dest_report, dest.url, heading="destination")
     differs = comparison.differs or not dest_report.ok or (repaired is not None and not repaired.ok)
     return EXIT_PROBLEMS if differs else EXIT_OK
+
+
+def _differences(comparison) -> str:
+    if not comparison.differs:
+        return "in sync"
+    totals = comparison.totals()
+    return f"{sum(totals[k] for k in ('missing_tags', 'stale_tags', 'extra_tags', 'missing_revisions'))} differences"
 
 
 def _repair(source, dest, comparison, dest_report: Report, jobs: int) -> Report:
@@ -207,8 +262,8 @@ def _repair(source, dest, comparison, dest_report: Report, jobs: int) -> Report:
     affected = {name for name, d in comparison.repositories.items() if d.differs}
     affected |= {p.repository for p in dest_report.problems if p.repository}
     corrupt = frozenset(Digest.parse(p.digest) for p in dest_report.problems if p.kind == "digest-mismatch" and p.digest)
-    if corrupt and not affected:
-        affected = set(comparison.repositories)
+    if corrupt:
+        affected |= set(comparison.repositories)  # a corrupt blob names no repository: any may need it
     options = SyncOptions(jobs=jobs, repositories=tuple(sorted(affected)), verify_existing=True, recopy=corrupt)
     return Engine(source, dest, options).run()
 
@@ -216,7 +271,7 @@ def _repair(source, dest, comparison, dest_report: Report, jobs: int) -> Report:
 def _verify_summary(report: Report) -> dict:
     summary = report.as_dict()
     keys = ("repositories", "tags_whole", "revisions_whole", "blobs", "unlinked_blobs", "reclaimable_bytes",
-            "abandoned_uploads", "upload_bytes", "temporary_files", "blobs_hashed", "bytes_hashed")
+            "abandoned_uploads", "upload_bytes", "temporary_files", "blobs_hashed", "bytes_hashed", "tags_checked")
     result = {"ok": report.ok, **{k: summary.get(k, 0) for k in keys}, "problems": summary["problems"]}
     result["findings"] = summary.get("findings", [])
     return result
@@ -227,8 +282,12 @@ def _print_verify(args, report: Report, url: str, heading: str = "verify") -> No
         print(json.dumps(_verify_summary(report), indent=2))
         return
     c = report.counters
-    verdict = "holds" if report.ok else f"is broken ({len(report.problems)} problems)"
+    storage = [p for p in report.problems if p.kind != "not-servable"]
+    verdict = "holds" if not storage else f"is broken ({len(storage)} problems)"
     print(f"{heading} {url}: invariant {verdict}")
+    if c.get("tags_checked"):
+        refused = len(report.problems) - len(storage)
+        print(f"  registry asked for {c['tags_checked']} tags: {'all served' if not refused else f'{refused} not servable'}")
     print(f"  repositories {c.get('repositories', 0)}, tags whole {c.get('tags_whole', 0)}, revisions whole {c.get('revisions_whole', 0)}")
     if args.deep:
         print(f"  blobs re-hashed {c.get('blobs_hashed', 0)} ({_size(c.get('bytes_hashed', 0))})")

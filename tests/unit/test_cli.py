@@ -110,3 +110,10 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path):
     resumed = json.loads(again.stdout)
     assert resumed["tags_published"] + summary["tags_published"] == 16
     assert summary["blobs_copied"] + resumed["blobs_copied"] == tree.blobs
+
+
+@pytest.mark.parametrize("command", ["sync", "verify"])
+def test_help_renders(command):
+    result = syncagent(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--json" in result.stdout

@@ -110,3 +110,13 @@ def test_third_party_backends_register_through_entry_points(monkeypatch):
     assert isinstance(backend, Plugin) and backend.url == "plugin://shelf"
     with pytest.raises(ConfigurationError, match="plugin"):
         open_backend("unknown://x")
+
+
+def test_a_file_where_a_directory_should_be_is_an_error_not_an_empty_listing(tmp_path):
+    from backends import BackendError
+
+    backend = FilesystemBackend(tmp_path)
+    backend.put_bytes("repo/_manifests/tags", b"not a directory")
+    with pytest.raises(BackendError, match="a file stands where a directory should be"):
+        list(backend.iter_children("repo/_manifests/tags/"))
+    assert list(backend.iter_children("repo/_manifests/absent/")) == []
