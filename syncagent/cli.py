@@ -22,6 +22,7 @@ from .engine import DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
 from .layout import Digest
 from .report import Report
 from .verify import verify_backend
+from .watch_cli import add_watch_parser, run_watch
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repo", action="append", default=[], metavar="GLOB", help="only repositories matching GLOB (repeatable)")
     verify.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     _add_registry_check_options(verify, "TARGET (DST with --against)")
+    add_watch_parser(commands)
     return parser
 
 
@@ -126,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.command == "watch":
+            return run_watch(args)
         if args.command == "sync":
             return _sync(args)
         return _verify(args)

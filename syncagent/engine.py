@@ -24,7 +24,7 @@ from backends import Backend, BackendError, NotFound, TransientError
 from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
 from .deletes import DeleteRunner, plan_repository
 from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository
-from .layout import Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
+from .layout import Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
 from .manifest import Manifest
 from .replica import read_marker, write_marker
 from .report import Problem, Report
@@ -156,11 +156,37 @@ class Engine:
         for plan in plans:
             if self.cancelled.is_set():
                 return
-            runner.run(plan)
-            if plan.keeps_all_layers:
-                self.report.add_problem(Problem("delete-skipped", f"kept every _layers link: {plan.keeps_all_layers}", repository=plan.repository))
+            self._carry_out(runner, plan)
         if self.options.prune_blobs and not self.cancelled.is_set():
             runner.prune_blobs()
+
+    def delete_in_repository(self, repository: str) -> None:
+        """The sidecar's per-repository delete pass (after its sync pass), in reverse dependency order.
+
+        The checks that apply to one repository apply: the destination must
+        carry the replica marker (unless ``force``), and the source must answer
+        for the repository (an error, never an empty answer, when it cannot);
+        every delete re-checks the source. The share limit belongs to full
+        passes, which see the whole destination.
+        """
+        if not self.options.force and read_marker(self.dest) is None:
+            self.report.add_problem(
+                Problem("delete-refused", f"{self.dest.url} carries no syncagent replica marker", repository=repository)
+            )
+            return
+        try:
+            at_source = next(iter(self.source.iter_children(repository_prefix(repository))), None) is not None
+        except BackendError as exc:
+            self.report.add_problem(Problem("delete-refused", f"the source cannot be read: {exc}", repository=repository))
+            return
+        plan = self._plan_deletes(repository, at_source)
+        if plan is not None and not plan.empty:
+            self._carry_out(DeleteRunner(self.source, self.dest, self.report, dry_run=self.options.dry_run), plan)
+
+    def _carry_out(self, runner: DeleteRunner, plan) -> None:
+        runner.run(plan)
+        if plan.keeps_all_layers:
+            self.report.add_problem(Problem("delete-skipped", f"kept every _layers link: {plan.keeps_all_layers}", repository=plan.repository))
 
     def _plan_deletes(self, repository: str, at_source: bool):
         try:

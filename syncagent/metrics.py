@@ -1,0 +1,89 @@
+"""The sidecar's Prometheus metrics, in a private registry (nothing global, several agents per process in tests).
+
+========================================================  =========  ==========================================
+name                                                      type       labels / meaning
+========================================================  =========  ==========================================
+syncagent_events_received_total                           counter    source: notification, fs, reconcile
+syncagent_events_ignored_total                            counter    kind: pull, blob, other-action
+syncagent_events_rejected_total                           counter    reason: missing, malformed-header,
+                                                                     wrong-token, malformed-token,
+                                                                     bad-signature, expired, bad-claims,
+                                                                     too-large, malformed, malformed-event,
+                                                                     invalid-name, journal-unavailable,
+                                                                     shutting-down, length-required
+syncagent_queue_depth                                     gauge      repositories waiting for a pass
+syncagent_passes_in_progress                              gauge      repositories being synced now
+syncagent_passes_total                                    counter    result: ok, problems, error, cancelled
+syncagent_pass_duration_seconds                           histogram  one pass over one repository
+syncagent_tags_published_total                            counter    tags made current on the destination
+syncagent_blobs_copied_total                              counter
+syncagent_bytes_copied_total                              counter
+syncagent_errors_total                                    counter    kind: the engine's problem kinds, and
+                                                                     internal-error, journal
+syncagent_replication_lag_seconds                         histogram  event time -> tag published
+syncagent_last_reconcile_timestamp_seconds                gauge      end of the last complete reconcile (epoch)
+syncagent_last_reconcile_duration_seconds                 gauge
+syncagent_last_reconcile_problems                         gauge      passes with problems in that reconcile
+========================================================  =========  ==========================================
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+PASS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_received = Counter(
+            "syncagent_events_received", "Changes accepted into the work queue, by source.", ["source"], registry=r
+        )
+        self.events_ignored = Counter(
+            "syncagent_events_ignored", "Notification events that mean no work (blob, pull, ...).", ["kind"], registry=r
+        )
+        self.events_rejected = Counter(
+            "syncagent_events_rejected", "Requests or events refused, by reason.", ["reason"], registry=r
+        )
+        self.queue_depth = Gauge("syncagent_queue_depth", "Repositories waiting for a pass.", registry=r)
+        self.passes_in_progress = Gauge("syncagent_passes_in_progress", "Repositories being synced now.", registry=r)
+        self.passes = Counter("syncagent_passes", "Passes over one repository, by result.", ["result"], registry=r)
+        self.pass_duration = Histogram(
+            "syncagent_pass_duration_seconds", "Duration of one pass over one repository.", buckets=PASS_BUCKETS, registry=r
+        )
+        self.tags_published = Counter("syncagent_tags_published", "Tags made current on the destination.", registry=r)
+        self.blobs_copied = Counter("syncagent_blobs_copied", "Blobs copied to the destination.", registry=r)
+        self.bytes_copied = Counter("syncagent_bytes_copied", "Bytes of blob data copied to the destination.", registry=r)
+        self.errors = Counter("syncagent_errors", "Problems met, by kind.", ["kind"], registry=r)
+        self.replication_lag = Histogram(
+            "syncagent_replication_lag_seconds",
+            "From the change (the registry's event timestamp, or when a change was seen) to the tag being published.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.last_reconcile = Gauge(
+            "syncagent_last_reconcile_timestamp_seconds", "When the last complete reconcile ended (Unix time).", registry=r
+        )
+        self.last_reconcile_duration = Gauge(
+            "syncagent_last_reconcile_duration_seconds", "How long the last complete reconcile took.", registry=r
+        )
+        self.last_reconcile_problems = Gauge(
+            "syncagent_last_reconcile_problems", "Repositories whose pass had problems in the last reconcile.", registry=r
+        )
+
+    def count_engine_event(self, name: str, amount: int) -> None:
+        """The engine's ``count`` events that the sidecar exports."""
+        if name == "tags_published":
+            self.tags_published.inc(amount)
+        elif name == "blobs_copied":
+            self.blobs_copied.inc(amount)
+        elif name == "bytes_copied":
+            self.bytes_copied.inc(amount)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,576 @@
+"""``syncagent watch``: the sidecar that keeps a secondary registry's storage a faithful copy of the primary's.
+
+::
+
+    registry notifications ─┐  POST /events (auth, size limit, journal, then 200)
+    filesystem events ──────┼─> RepositoryQueue ──> workers (N) ──> Engine.sync_repository(repo)
+    periodic reconcile ─────┘   (journaled,          one pass per repository at a time,
+                                 coalesced per repo)  a fresh Engine per pass
+
+Each pass is the core engine's ordered, verified pass over one repository, so
+the invariant holds unchanged: nothing is visible on the destination before
+everything it needs is there. The journal (``journal.py``) keeps pending work
+across restarts and ``kill -9``; the reconcile is the safety net for events
+that were never delivered (the registry keeps undelivered notifications in
+memory only).
+
+Stopping (SIGTERM/SIGINT, :meth:`WatchService.request_stop`): ``/events``
+answers 503 (the registry keeps the events and retries), no further pass
+starts, running passes get ``shutdown_grace`` seconds to finish and are then
+cancelled -- the engine's writes are atomic and ordered, so an abandoned pass
+leaves nothing half-published, and its repository stays pending in the journal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from backends import Backend, BackendError, NotFound, open_backend
+
+from .discovery import UnreadableLink, iter_repositories, read_link
+from .engine import Engine, SyncOptions
+from .registry_check import check_published_tags, checker_from_options
+from .fsevents import RepositoryWatcher
+from .http_service import EndpointContext, ServiceHTTPServer, make_server
+from .journal import Change, Journal, JournalError, PassRecord
+from .layout import InvalidPath, TagCurrentLink, key_of
+from .metrics import Metrics
+from .notification_auth import Authenticator
+from .replica import read_marker, write_marker
+from .report import Problem, Report
+from .transfer import Cancelled
+from .watch_config import WatchConfig
+from .workqueue import RepositoryQueue, RetryPolicy, Ticket
+
+log = logging.getLogger("syncagent.watch")
+
+LAST_RECONCILE_KEY = "last_reconcile_completed"
+FOLLOW_UP_WINDOW = 30.0
+MAX_LOGGED_PROBLEMS = 20
+PRUNE_EVERY = 600.0
+
+
+@dataclass
+class _Probe:
+    ok: bool = False
+    detail: str = "not probed yet"
+    checked: float = 0.0
+
+
+@dataclass
+class _ReconcileRound:
+    """The repositories one reconcile asked passes for, and how those passes went."""
+
+    outstanding: int = 0
+    failed: int = 0
+    listed: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def expect(self) -> None:
+        with self.lock:
+            self.outstanding += 1
+
+    def finished(self, repository: str, ok: bool) -> None:
+        with self.lock:
+            self.outstanding -= 1
+            self.failed += 0 if ok else 1
+            if self.listed and self.outstanding == 0:
+                self.done.set()
+
+    def listing_complete(self) -> None:
+        with self.lock:
+            self.listed = True
+            if self.outstanding == 0:
+                self.done.set()
+
+
+class WatchService:
+    """Event sources, the work queue, workers, reconcile, health and the HTTP listener, wired together."""
+
+    def __init__(self, config: WatchConfig, *, source: Backend | None = None, dest: Backend | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.options = SyncOptions(
+            jobs=config.jobs, repositories=config.repositories, delete=config.delete, max_delete_share=config.max_delete
+        )
+        self.checker = (
+            checker_from_options(
+                config.check_registry,
+                issuer=config.registry_token_issuer,
+                service=config.registry_token_service,
+                key_file=config.registry_token_key,
+                cert_file=config.registry_token_cert,
+            )
+            if config.check_registry
+            else None
+        )
+        self.authenticator = Authenticator(config.auth_settings()) if config.notifications else None
+        self.source = source or open_backend(config.source)
+        self.dest = dest or open_backend(config.destination)
+        self.journal = Journal(config.journal)
+        self.queue = RepositoryQueue(
+            self.journal,
+            settle=config.settle,
+            max_delay=config.max_delay,
+            retry=RetryPolicy(base=config.retry_base, cap=config.retry_cap, max_attempts=config.max_attempts),
+        )
+        self.metrics.queue_depth.set_function(self.queue.depth)
+        self.metrics.passes_in_progress.set_function(self.queue.running)
+        self.stopping = threading.Event()
+        self.abandoning = threading.Event()
+        self.stopped = threading.Event()
+        self._engines: dict[str, Engine] = {}
+        self._engines_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._workers: list[threading.Thread] = []
+        self._reconcile_thread: threading.Thread | None = None
+        self._probes = {"source": _Probe(), "destination": _Probe()}
+        self._last_reconcile: float | None = self.journal.get_float(LAST_RECONCILE_KEY)
+        if self._last_reconcile is not None:
+            self.metrics.last_reconcile.set(self._last_reconcile)
+        self.watcher: RepositoryWatcher | None = None
+        self.server: ServiceHTTPServer | None = None
+        if config.listen:
+            self.server = make_server(config.listen, self._endpoint_context())
+
+    # --- life cycle ------------------------------------------------------------
+
+    def start(self) -> "WatchService":
+        self._mark_fresh_destination()
+        restored = self.queue.restore()
+        if restored:
+            log.info("resuming %d repositories pending in the journal", restored, extra={"pending": restored})
+        if self.server is not None:
+            self._spawn(self.server.serve_forever, "http", 0.2)
+            log.info("listening on %s:%d (%s)", *self.server.server_address[:2],
+                     "/events, /healthz, /livez, /metrics" if self.config.notifications else "/healthz, /livez, /metrics")
+        for index in range(self.config.workers):
+            self._workers.append(self._spawn(self._worker_loop, f"worker-{index}"))
+        if self.config.reconcile_at_start or self.config.reconcile_interval > 0:
+            self._reconcile_thread = self._spawn(self._reconcile_loop, "reconcile")
+        if self.config.fs_events_enabled():
+            self._start_fs_events()
+        self._spawn(self._housekeeping_loop, "health")
+        return self
+
+    def _mark_fresh_destination(self) -> None:
+        """Like ``syncagent sync``: a destination filled from empty carries the replica marker (replica.py)."""
+        try:
+            if read_marker(self.dest) is not None:
+                return
+            try:
+                fresh = next(iter_repositories(self.dest), None) is None
+            except NotFound:
+                fresh = True
+            if fresh:
+                write_marker(self.dest, self.source.url)
+        except BackendError as exc:
+            log.warning("cannot check or write the replica marker on %s: %s", self.dest.url, exc)
+
+    def _spawn(self, target, name: str, *args) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return thread
+
+    def request_stop(self, *, abandon: bool = False) -> None:
+        """Stop taking work; with ``abandon``, also cancel running passes now instead of after the grace period."""
+        if not self.stopping.is_set():
+            log.info("stopping: no new passes; running passes have %.0f s to finish", self.config.shutdown_grace)
+        self.stopping.set()
+        self.queue.close()
+        if abandon:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        if not self.abandoning.is_set():
+            log.info("abandoning running passes (nothing is left half-published; they stay pending in the journal)")
+        self.abandoning.set()
+        with self._engines_lock:
+            for engine in self._engines.values():
+                engine.cancel()
+
+    def wait_stopped(self, poll: float = 0.2) -> None:
+        """Block until :meth:`request_stop`, then shut down in order. Signal handlers run meanwhile."""
+        while not self.stopping.wait(poll):
+            pass
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self.request_stop()
+        if self.watcher is not None:
+            self.watcher.stop()
+        deadline = time.monotonic() + self.config.shutdown_grace
+        for worker in self._workers:
+            while worker.is_alive() and time.monotonic() < deadline and not self.abandoning.is_set():
+                worker.join(0.2)
+        if any(worker.is_alive() for worker in self._workers):
+            self._abandon()
+            for worker in self._workers:
+                worker.join(30)
+        if self._reconcile_thread is not None:
+            self._reconcile_thread.join(5)
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        self.journal.close()
+        for backend in (self.source, self.dest):
+            try:
+                backend.close()
+            except Exception:
+                pass
+        self.stopped.set()
+        log.info("stopped")
+
+    # --- intake ----------------------------------------------------------------------
+
+    def accept_changes(self, changes: Sequence[Change]) -> None:
+        """Queue changes durably (journal first). Raises JournalError: then nothing was accepted."""
+        wanted = [change for change in changes if self.options.wants(change.repository)]
+        if not wanted:
+            return
+        self.queue.add(wanted)
+        for change in wanted:
+            self.metrics.events_received.labels(change.source).inc()
+            log.debug("queued %s (%s %s)", change.repository, change.source, change.action or "change",
+                      extra={"repository": change.repository, "tag": change.tag, "source": change.source})
+
+    def _start_fs_events(self) -> None:
+        root = getattr(self.source, "root", None)
+        if root is None:
+            log.warning("fs_events is on but the source %s is not a filesystem; filesystem events are off", self.source.url)
+            return
+
+        def on_changes(repositories: list[str], initial: bool) -> None:
+            now = time.time()
+            if initial:
+                for repository in repositories:
+                    if self.options.wants(repository):
+                        self.queue.add_background(repository)
+                return
+            self.accept_changes([Change(repository=r, source="fs", event_time=now, action="change") for r in repositories])
+
+        def on_error(message: str) -> None:
+            self.metrics.errors.labels("fs-events").inc()
+            log.error("%s", message)
+
+        self.watcher = RepositoryWatcher(
+            root, on_changes, on_error=on_error,
+            list_repositories=lambda: iter_repositories(self.source),
+            scan_at_start=not self.config.reconcile_at_start,
+        )
+        self.watcher.start()
+
+    # --- work ------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        while True:
+            ticket = self.queue.take()
+            if ticket is None:
+                return
+            try:
+                self._run_pass(ticket)
+            except Exception:  # a worker must survive anything a pass throws
+                log.exception("unexpected failure around the pass over %s", ticket.repository)
+                self.metrics.errors.labels("internal-error").inc()
+
+    def _run_pass(self, ticket: Ticket) -> None:
+        repository = ticket.repository
+        report = Report()
+        engine = Engine(self.source, self.dest, self.options, report)
+        published: list[tuple[str, str]] = []
+
+        def on_event(event: str, data: dict) -> None:
+            if event == "count":
+                self.metrics.count_engine_event(data["name"], data["amount"])
+            elif event == "tag-published":
+                published.append((data["tag"], data["digest"]))
+                when = ticket.event_time_of(data["tag"]) if ticket.urgent else None
+                if when is not None:
+                    self.metrics.replication_lag.observe(max(0.0, time.time() - when))
+                log.info("published %s:%s", repository, data["tag"],
+                         extra={"repository": repository, "tag": data["tag"], "digest": data["digest"]})
+            elif event == "problem":
+                problem: Problem = data["problem"]
+                self.metrics.errors.labels(problem.kind).inc()
+
+        report.subscribe(on_event)
+        if self.checker is not None:
+            check_published_tags(report, self.checker)
+        with self._engines_lock:
+            self._engines[repository] = engine
+        if self.abandoning.is_set():
+            engine.cancel()
+        started_wall, started = time.time(), time.monotonic()
+        result, detail = "ok", None
+        try:
+            engine.sync_repository(repository)
+            if self.config.delete and not engine.cancelled.is_set():
+                engine.delete_in_repository(repository)
+        except Cancelled:
+            result = "cancelled"
+        except BackendError as exc:
+            result, detail = "error", f"{type(exc).__name__}: {exc}"
+            self.metrics.errors.labels("backend").inc()
+        except Exception as exc:
+            log.exception("unexpected error in the pass over %s", repository)
+            result, detail = "error", repr(exc)
+            self.metrics.errors.labels("internal-error").inc()
+        finally:
+            with self._engines_lock:
+                self._engines.pop(repository, None)
+        if engine.cancelled.is_set():
+            result = "cancelled"
+        elif result == "ok" and report.problems:
+            result = "problems"
+            detail = "; ".join(problem.describe() for problem in report.problems[:5])
+        elapsed = time.monotonic() - started
+        self.metrics.passes.labels(result).inc()
+        self.metrics.pass_duration.observe(elapsed)
+        self._log_pass(ticket, report, result, detail, elapsed)
+        if result == "cancelled":
+            return  # stays pending in the journal; the next start resumes it
+        record = PassRecord(
+            repository=repository, trigger=ticket.trigger, started=started_wall, finished=time.time(), result=result,
+            tags_published=report.counters["tags_published"], bytes_copied=report.counters["bytes_copied"],
+            problems=len(report.problems), detail=detail,
+        )
+        try:
+            self.queue.finish(ticket, record, ok=result == "ok", published=published)
+            racing = {p.tag for p in report.problems if p.kind in ("missing-link", "invalid-link") and p.tag}
+            self._follow_up(ticket, ok=result == "ok", racing=racing)
+        except JournalError as exc:
+            self.metrics.errors.labels("journal").inc()
+            log.error("cannot record the pass over %s in the journal: %s", repository, exc)
+
+    def _follow_up(self, ticket: Ticket, *, ok: bool, racing: set[str]) -> None:
+        """Pass again soon over tags a notification announced but the pass could not publish yet.
+
+        Distribution sends a manifest push event when the manifest is stored,
+        *before* it writes the tag's links: a pass started by the event can find
+        the tag missing, half-written (its index link without ``current/link``)
+        or still at its old digest. Such tags get a follow-up pass -- at once if
+        the source has caught up meanwhile, else after a short, growing delay --
+        for at most ``FOLLOW_UP_WINDOW`` seconds after the event; then the
+        reconcile is the safety net. ``racing``: tags the pass found
+        half-written; after any other failure the retry backoff applies.
+        """
+        if not ticket.expected:
+            return
+        now = time.time()
+        follow_ups: list[tuple[Change, float]] = []
+        for tag, digest in sorted(ticket.expected.items()):
+            try:
+                key = key_of(TagCurrentLink(ticket.repository, tag))
+            except InvalidPath:
+                continue
+            if self._link(self.dest, key) == digest:
+                continue
+            if not ok and tag not in racing:
+                continue  # a failure the retry backoff handles
+            source = self._link(self.source, key)
+            when = ticket.tag_times.get(tag, now)
+            if source is not None and source != digest:
+                continue  # moved on: a later event covers it
+            if now - when > FOLLOW_UP_WINDOW:
+                log.warning("%s:%s was announced as %s %.0f s ago and is not at the source yet; the reconcile will look again",
+                            ticket.repository, tag, digest, now - when, extra={"repository": ticket.repository, "tag": tag})
+                continue
+            delay = 0.0 if source == digest else min(1.0, max(0.05, (now - when) / 4))
+            follow_ups.append((Change(ticket.repository, "follow-up", when, "push", tag, digest), delay))
+        if follow_ups:
+            log.debug("following up %s: %s", ticket.repository, ", ".join(c.tag or "" for c, _ in follow_ups))
+            self.queue.add([change for change, _ in follow_ups], delay=min(delay for _, delay in follow_ups))
+
+    @staticmethod
+    def _link(backend: Backend, key: str, attempts: int = 1) -> str | None:
+        try:
+            return str(read_link(backend, key, attempts=attempts))
+        except (NotFound, UnreadableLink):
+            return None
+        except BackendError as exc:
+            log.debug("cannot read %s: %s", key, exc)
+            return None
+
+    def _log_pass(self, ticket: Ticket, report: Report, result: str, detail: str | None, elapsed: float) -> None:
+        counters = report.counters
+        extra = {
+            "repository": ticket.repository, "trigger": ticket.trigger, "result": result,
+            "seconds": round(elapsed, 3), "tags_published": counters["tags_published"],
+            "blobs_copied": counters["blobs_copied"], "bytes_copied": counters["bytes_copied"],
+        }
+        message = "pass over %s (%s): %s in %.2fs, %d tags published, %d blobs (%d bytes) copied"
+        args = (ticket.repository, ticket.trigger, result, elapsed, counters["tags_published"],
+                counters["blobs_copied"], counters["bytes_copied"])
+        if result in ("ok", "cancelled"):
+            log.log(logging.INFO if counters["tags_published"] or result == "cancelled" else logging.DEBUG,
+                    message, *args, extra=extra)
+            return
+        log.warning(message + ": %s", *args, detail, extra=extra)
+        for problem in report.problems[:MAX_LOGGED_PROBLEMS]:
+            log.warning("  %s", problem.describe(), extra={"repository": ticket.repository, **problem.as_dict()})
+
+    # --- reconcile ---------------------------------------------------------------
+
+    def _reconcile_loop(self) -> None:
+        interval = self.config.reconcile_interval
+        if self.config.reconcile_at_start:
+            self.reconcile_once()
+        if interval <= 0:
+            return
+        while not self.stopping.wait(interval):
+            self.reconcile_once()
+
+    def reconcile_once(self) -> bool:
+        """Ask for a pass over every source repository, wait for them all; True when every pass was clean."""
+        started_wall, started = time.time(), time.monotonic()
+        round_ = _ReconcileRound()
+        backlog_limit = 2 * self.config.workers
+        listed = 0
+        seen: set[str] = set()
+        try:
+            for repository in iter_repositories(self.source, self._reconcile_problem):
+                seen.add(repository)
+                if self.stopping.is_set():
+                    return False
+                if not self.options.wants(repository):
+                    continue
+                while self.queue.background_backlog() >= backlog_limit and not self.stopping.is_set():
+                    self.queue.wait_change(0.5)
+                round_.expect()
+                self.queue.add_background(repository, round_.finished)
+                listed += 1
+        except NotFound:
+            pass  # no repositories yet: an empty source is reconciled
+        except BackendError as exc:
+            self.metrics.errors.labels("reconcile").inc()
+            log.error("reconcile could not list the source's repositories: %s", exc)
+            return False
+        if self.config.delete:
+            for repository in self._repositories_gone_from_source(seen):
+                round_.expect()
+                self.queue.add_background(repository, round_.finished)
+                listed += 1
+        round_.listing_complete()
+        while not round_.done.wait(0.5):
+            if self.stopping.is_set():
+                return False
+        finished = time.time()
+        self._last_reconcile = finished
+        try:
+            self.journal.set_state(LAST_RECONCILE_KEY, repr(finished))
+        except JournalError as exc:
+            log.error("cannot record the reconcile in the journal: %s", exc)
+        self.metrics.last_reconcile.set(finished)
+        self.metrics.last_reconcile_duration.set(time.monotonic() - started)
+        self.metrics.last_reconcile_problems.set(round_.failed)
+        log.info("reconcile done: %d repositories in %.1fs, %d with problems", listed, time.monotonic() - started,
+                 round_.failed, extra={"repositories": listed, "problems": round_.failed, "started": started_wall})
+        return round_.failed == 0
+
+    def _repositories_gone_from_source(self, at_source: set[str]) -> list[str]:
+        """Destination repositories the source no longer has, when it is safe to empty them (watch --delete)."""
+        try:
+            at_dest = [r for r in iter_repositories(self.dest) if self.options.wants(r)]
+        except NotFound:
+            return []
+        except BackendError as exc:
+            log.error("reconcile could not list the destination's repositories: %s", exc)
+            return []
+        gone = [r for r in at_dest if r not in at_source]
+        if not gone:
+            return []
+        refusal = None
+        if not at_source:
+            refusal = "the source holds no repositories while the destination does"
+        elif len(gone) / len(at_dest) > self.config.max_delete:
+            refusal = f"{len(gone)} of the destination's {len(at_dest)} repositories are gone from the source, more than max_delete"
+        if refusal:
+            self.metrics.errors.labels("delete-refused").inc()
+            log.error("reconcile refuses to delete repositories: %s; check SRC and DST", refusal)
+            return []
+        return gone
+
+    def _reconcile_problem(self, problem: Problem) -> None:
+        self.metrics.errors.labels(problem.kind).inc()
+        log.warning("reconcile: %s", problem.describe())
+
+    # --- health -----------------------------------------------------------------------
+
+    def _housekeeping_loop(self) -> None:
+        next_prune = time.monotonic() + PRUNE_EVERY
+        while True:
+            self._probe("source", self.source, missing_ok=False)
+            self._probe("destination", self.dest, missing_ok=self.dest.capabilities.empty_prefixes)
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY
+                try:
+                    self.journal.prune()
+                except JournalError as exc:
+                    log.error("cannot prune the journal: %s", exc)
+            if self.stopping.wait(self.config.health_interval):
+                return
+
+    def _probe(self, name: str, backend: Backend, *, missing_ok: bool) -> None:
+        try:
+            list(itertools.islice(backend.iter_children(""), 1))
+            probe = _Probe(True, "reachable", time.monotonic())
+        except NotFound:
+            probe = _Probe(missing_ok, "does not exist yet" if missing_ok else "does not exist", time.monotonic())
+        except Exception as exc:
+            probe = _Probe(False, f"{type(exc).__name__}: {exc}"[:300], time.monotonic())
+        if probe.ok != self._probes[name].ok and self._probes[name].checked:
+            log.warning("%s %s: %s", name, "reachable again" if probe.ok else "unreachable", probe.detail)
+        self._probes[name] = probe
+
+    def health(self) -> tuple[bool, dict]:
+        now = time.monotonic()
+        stale_after = 3 * self.config.health_interval + 5
+        checks: dict[str, dict] = {}
+        ready = not self.stopping.is_set()
+        for name, probe in self._probes.items():
+            fresh = probe.checked and now - probe.checked <= stale_after
+            ok = probe.ok and bool(fresh)
+            checks[name] = {"ok": ok, "detail": probe.detail if fresh else f"no probe for {now - probe.checked:.0f}s"}
+            ready = ready and ok
+        max_age = self.config.reconcile_max_age
+        last = self._last_reconcile
+        age = None if last is None else max(0.0, time.time() - last)
+        reconcile_ok = max_age is None or (age is not None and age <= max_age)
+        checks["reconcile"] = {
+            "ok": reconcile_ok, "last_completed": last, "age_seconds": None if age is None else round(age, 1),
+            "max_age_seconds": max_age,
+        }
+        ready = ready and reconcile_ok
+        alive, liveness = self.liveness()
+        return ready and alive, {
+            "ready": ready and alive, "live": alive, "checks": checks, **liveness,
+        }
+
+    def liveness(self) -> tuple[bool, dict]:
+        workers = sum(1 for worker in self._workers if worker.is_alive())
+        alive = workers == len(self._workers) or self.stopping.is_set()
+        if self._reconcile_thread is not None and self.config.reconcile_interval > 0 and not self.stopping.is_set():
+            alive = alive and self._reconcile_thread.is_alive()
+        return alive, {
+            "workers_alive": workers, "queue_depth": self.queue.depth(), "passes_running": self.queue.running(),
+            "stopping": self.stopping.is_set(),
+        }
+
+    def _endpoint_context(self) -> EndpointContext:
+        return EndpointContext(
+            metrics=self.metrics,
+            authenticator=self.authenticator,
+            accept_changes=self.accept_changes,
+            health=self.health,
+            liveness=self.liveness,
+            is_stopping=self.stopping.is_set,
+            max_body=self.config.max_body,
+            notifications_enabled=self.config.notifications,
+        )
