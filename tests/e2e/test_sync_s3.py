@@ -1,0 +1,609 @@
+"""End to end with S3 (Ceph RGW): what a read-only registry serves after `syncagent sync` to or from a bucket.
+
+Real images (umoci) are pushed with skopeo into real registries -- one on a
+filesystem, one whose storage is an RGW bucket (pushed through the registry's
+own s3 driver) -- and copied with the CLI:
+
+- filesystem -> S3, served by a read-only registry with its s3 driver on the
+  bucket and root directory syncagent wrote;
+- S3 -> filesystem, served by a read-only filesystem registry;
+- S3 -> S3, bucket to bucket and prefix to prefix (the plain migration);
+- a write failure partway through a multipart upload (a real bucket policy
+  denying PutObject, put in place by RGW while the upload is running): exit 1,
+  a report naming it, no incomplete multipart upload, no published tag whose
+  closure is missing, and a clean resume once writes are allowed again.
+  "Partway" is made deterministic by :class:`FaultingProxy`, a loopback proxy
+  in front of RGW that holds one chosen request until the policy is in place.
+
+Every tag and every manifest digest (tagged, untagged, index children) is
+fetched through the read-only registry's API (manifest, then a HEAD for every
+blob) and, for each copy's first secondary, pulled with skopeo; both must give
+the primary's digests. Registries with the s3 driver run without AWS_CA_BUNDLE (FIELD-NOTES;
+tests/support/registry.py removes it). syncagent gets its credentials from
+AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (fixture ``s3_credentials``).
+
+The images are built once per module, and the two primaries are pushed once;
+every test writes into buckets or directories of its own. The largest layer
+(12 MiB) goes through multipart uploads: parts are 5 MiB here.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+from tests.support.components import require_tool
+from tests.support.fixtures_backend_s3 import rgw_admin_client, rgw_url
+from tests.support.images import Image, ImageFactory, layer, pull
+from tests.support.registry import Registry, S3Storage
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
+
+V2 = "docker/registry/v2"
+REPORT_KEYS = {"tags_published", "revisions_published", "blobs_copied", "bytes_copied", "blobs_skipped", "problems"}
+BIG = 12 * 1024 * 1024  # > the 5 MiB multipart threshold of rgw_url(): three parts
+
+
+# -- what was pushed --------------------------------------------------------------
+
+
+@dataclass
+class Pushed:
+    """Tags, and manifests reachable by digest only, that a primary holds."""
+
+    tags: dict[tuple[str, str], Image] = field(default_factory=dict)
+    untagged: dict[tuple[str, str], Image] = field(default_factory=dict)
+
+    @property
+    def repositories(self) -> list[str]:
+        return sorted({repo for repo, _ in self.tags} | {repo for repo, _ in self.untagged})
+
+    def digests(self) -> list[tuple[str, str]]:
+        """(repository, digest) of every manifest a client may pull by digest: tagged, untagged, index children."""
+        found: dict[tuple[str, str], None] = {}
+        for (repo, _), image in [*self.tags.items(), *self.untagged.items()]:
+            for digest in image.manifests:
+                found[(repo, digest)] = None
+        return list(found)
+
+
+@dataclass
+class Built:
+    factory: ImageFactory
+    images: dict[str, Image]
+
+
+def build_images(factory: ImageFactory) -> dict[str, Image]:
+    """A single-platform image, a two-platform index, two images sharing layers, a nested one,
+    one pushed by digest only, and one with a 12 MiB layer (multipart)."""
+    base, runtime = layer("base"), layer("shared-runtime", size=6000, files=3)
+    amd64 = factory.image("multi-amd64", [base, layer("multi-amd64")], architecture="amd64")
+    arm64 = factory.image("multi-arm64", [base, layer("multi-arm64")], architecture="arm64")
+    return {
+        "single": factory.image("single", [base, layer("single")]),
+        "multi": factory.index("multi", [amd64, arm64]),
+        "alpha": factory.image("alpha", [base, runtime, layer("alpha")]),
+        "beta": factory.image("beta", [base, runtime, layer("beta")]),
+        "nested": factory.image("nested", [layer("nested", files=2)]),
+        "orphan": factory.image("orphan", [base, layer("orphan")]),
+        "big": factory.image("big", [base, layer("big", size=BIG)]),
+    }
+
+
+def push_all(built: Built, registry: Registry) -> Pushed:
+    pushed = Pushed()
+    images = built.images
+    for image, repo, tag in [
+        (images["single"], "library/single", "v1"),
+        (images["multi"], "library/multi", "v1"),
+        (images["alpha"], "team/alpha", "v1"),
+        (images["beta"], "team/beta", "v1"),
+        (images["nested"], "group/sub/app", "v1"),
+        (images["nested"], "group/sub/app", "latest"),
+        (images["big"], "library/big", "v1"),
+    ]:
+        built.factory.push(image, registry.url, repo, tag)
+        pushed.tags[(repo, tag)] = image
+    built.factory.push(images["orphan"], registry.url, "library/single")  # by digest only
+    pushed.untagged[("library/single", images["orphan"].digest)] = images["orphan"]
+    return pushed
+
+
+# -- buckets, registries, the CLI ---------------------------------------------------
+
+
+class Buckets:
+    """Buckets on the cluster's RGW, made for this module and removed after it."""
+
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+        self.client = rgw_admin_client(cluster)
+        self.made: list[str] = []
+
+    def make(self, purpose: str) -> str:
+        name = f"e2e-{purpose}-{uuid.uuid4().hex[:10]}"
+        self.client.create_bucket(Bucket=name)
+        self.made.append(name)
+        return name
+
+    def storage(self, bucket: str, root: str) -> S3Storage:
+        """What a registry's s3 driver needs for ``s3://bucket/root``."""
+        return S3Storage(self.cluster.access_key, self.cluster.secret_key, self.cluster.rgw_endpoint, bucket, f"/{root}")
+
+    def objects(self, bucket: str, prefix: str) -> dict[str, int]:
+        """key (without ``prefix``) -> size of every object under ``prefix``."""
+        found = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                found[item["Key"][len(prefix):]] = item["Size"]
+        return found
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def incomplete_uploads(self, bucket: str) -> list[str]:
+        uploads = self.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        return sorted(f"{u['Key']} ({u['UploadId']})" for u in uploads)
+
+    def remove_all(self) -> None:
+        for bucket in self.made:
+            try:
+                self.client.delete_bucket_policy(Bucket=bucket)
+                for upload in self.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                    keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                    if keys:
+                        self.client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+                self.client.delete_bucket(Bucket=bucket)
+            except Exception:  # best effort: the cluster is throwaway, a reused one should not fill up
+                pass
+        self.client.close()
+
+
+@pytest.fixture(scope="module")
+def buckets(ceph_cluster):
+    if not ceph_cluster.rgw_endpoint:
+        pytest.skip("the reused Ceph cluster has no radosgw")
+    made = Buckets(ceph_cluster)
+    yield made
+    made.remove_all()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Built:
+    for tool in ("docker-registry", "skopeo", "umoci"):
+        require_tool(tool)
+    factory = ImageFactory(tmp_path_factory.mktemp("oci"))
+    return Built(factory, build_images(factory))
+
+
+@pytest.fixture(scope="module")
+def fs_primary(tmp_path_factory, built):
+    """A filesystem registry that took the pushes: (registry, what was pushed)."""
+    work = tmp_path_factory.mktemp("fs-primary")
+    with Registry(root=work / "root", workdir=work / "registry") as registry:
+        yield registry, push_all(built, registry)
+
+
+@pytest.fixture(scope="module")
+def s3_primary(tmp_path_factory, built, buckets):
+    """A registry whose storage is ``s3://BUCKET/registry`` on RGW, that took the pushes: (registry, pushed, bucket)."""
+    bucket = buckets.make("primary")
+    work = tmp_path_factory.mktemp("s3-primary")
+    with Registry(s3=buckets.storage(bucket, "registry"), workdir=work / "registry") as registry:
+        yield registry, push_all(built, registry), bucket
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Start a read-only registry on a filesystem root or on ``buckets.storage(...)``; stopped after the test."""
+    started: list[Registry] = []
+
+    def start(*, root: Path | None = None, s3: S3Storage | None = None) -> Registry:
+        registry = Registry(root=root, s3=s3, read_only=True, workdir=tmp_path / f"secondary-{len(started)}")
+        started.append(registry)
+        return registry.start()
+
+    yield start
+    for registry in reversed(started):
+        registry.stop()
+
+
+def sync_report(result) -> dict:
+    report = result.json()
+    assert REPORT_KEYS <= set(report), f"missing {REPORT_KEYS - set(report)}\n{result.describe()}"
+    return report
+
+
+def assert_full_sync(result, pushed: Pushed) -> dict:
+    assert result.returncode == 0, result.describe()
+    report = sync_report(result)
+    assert report["problems"] == [], result.describe()
+    assert report["tags_published"] == len(pushed.tags), result.describe()
+    assert report["revisions_published"] == len(pushed.digests()), result.describe()
+    return report
+
+
+def assert_noop_sync(result) -> None:
+    assert result.returncode == 0, result.describe()
+    report = sync_report(result)
+    assert (report["blobs_copied"], report["tags_published"], report["revisions_published"], report["problems"]) == (0, 0, 0, []), result.describe()
+
+
+def assert_serves_like_primary(secondary: Registry, primary: Registry, pushed: Pushed, pulls: Path | None) -> None:
+    """Same catalog and tags as the primary; every tag and digest servable, and pulled by skopeo with the primary's digest.
+
+    With ``pulls`` None only the HTTP API is checked (manifests fetched, blobs HEADed).
+    """
+    assert secondary.catalog() == primary.catalog()
+    for repo in pushed.repositories:
+        assert secondary.tags(repo) == primary.tags(repo), repo
+    for (repo, tag), image in pushed.tags.items():
+        assert primary.manifest_digest(repo, tag) == image.digest
+        assert secondary.manifest_digest(repo, tag) == image.digest, f"{repo}:{tag}"
+        assert secondary.servable_problems(repo, tag) == []
+        if pulls is not None:
+            assert pull(secondary.url, repo, tag, pulls / f"{repo.replace('/', '_')}-{tag}") == image.digest
+    for repo, digest in pushed.digests():
+        assert secondary.servable_problems(repo, digest) == []
+        if pulls is not None:
+            out = pulls / f"{repo.replace('/', '_')}-{digest[7:19]}"
+            if not out.exists():
+                assert pull(secondary.url, repo, digest, out) == digest
+
+
+def fs_layout(root: Path) -> dict[str, bytes | int]:
+    """The registry layout under a filesystem root: link path -> content, blob data path -> size (``_uploads`` excluded)."""
+    base = root / V2
+    found: dict[str, bytes | int] = {}
+    for path in base.rglob("*"):
+        if not path.is_file() or "_uploads" in path.parts:
+            continue
+        relative = str(path.relative_to(base))
+        found[relative] = path.read_bytes() if path.name == "link" else path.stat().st_size
+    return found
+
+
+def s3_layout(buckets: Buckets, bucket: str, root: str) -> dict[str, bytes | int]:
+    """The same view of ``s3://bucket/root``."""
+    prefix = f"{root}/{V2}/"
+    found: dict[str, bytes | int] = {}
+    for key, size in buckets.objects(bucket, prefix).items():
+        if "/_uploads/" in f"/{key}":
+            continue
+        found[key] = buckets.read(bucket, prefix + key) if key.endswith("/link") else size
+    return found
+
+
+# -- the tests -----------------------------------------------------------------------
+
+
+def test_filesystem_to_s3_is_served_by_a_read_only_registry_on_the_bucket(tmp_path, fs_primary, buckets, s3_credentials, serve, syncagent):
+    primary, pushed = fs_primary
+    bucket = buckets.make("fs-to-s3")
+    destination = rgw_url(s3_credentials, bucket, "mirror")
+
+    first = syncagent("sync", primary.root, destination, "--json")
+    report = assert_full_sync(first, pushed)
+    layout = fs_layout(primary.root)
+    blob_bytes = {path: size for path, size in layout.items() if path.startswith("blobs/")}
+    assert report["blobs_copied"] == len(blob_bytes), first.describe()
+    assert report["bytes_copied"] == sum(blob_bytes.values()), first.describe()
+    assert s3_layout(buckets, bucket, "mirror") == layout, "the bucket does not hold exactly the registry's layout"
+    assert buckets.incomplete_uploads(bucket) == []
+
+    secondary = serve(s3=buckets.storage(bucket, "mirror"))
+    assert_serves_like_primary(secondary, primary, pushed, tmp_path / "pulls")
+    verified = syncagent("verify", destination)
+    assert verified.returncode == 0, verified.describe()
+    assert "invariant holds" in verified.stdout, verified.describe()
+
+    assert_noop_sync(syncagent("sync", f"file://{primary.root}", destination, "--json"))
+
+
+def test_s3_registry_to_filesystem_is_served_by_a_read_only_filesystem_registry(tmp_path, s3_primary, buckets, s3_credentials, serve, syncagent):
+    primary, pushed, bucket = s3_primary
+    source = rgw_url(s3_credentials, bucket, "registry")
+    destination = tmp_path / "secondary"
+
+    assert_full_sync(syncagent("sync", source, destination, "--json"), pushed)
+    expected = s3_layout(buckets, bucket, "registry")
+    assert fs_layout(destination) == expected
+
+    secondary = serve(root=destination)
+    assert_serves_like_primary(secondary, primary, pushed, tmp_path / "pulls")
+    verified = syncagent("verify", destination)
+    assert verified.returncode == 0, verified.describe()
+    assert_noop_sync(syncagent("sync", source, f"file://{destination}", "--json"))
+
+
+def test_s3_to_s3_between_buckets_and_between_prefixes(tmp_path, s3_primary, buckets, s3_credentials, serve, syncagent):
+    primary, pushed, source_bucket = s3_primary
+    source = rgw_url(s3_credentials, source_bucket, "registry")
+    bucket = buckets.make("s3-to-s3")
+    migrated = rgw_url(s3_credentials, bucket, "mirror")
+
+    assert_full_sync(syncagent("sync", source, migrated, "--json"), pushed)
+    expected = s3_layout(buckets, source_bucket, "registry")
+    assert s3_layout(buckets, bucket, "mirror") == expected
+    verified = syncagent("verify", migrated)
+    assert verified.returncode == 0, verified.describe()
+    secondary = serve(s3=buckets.storage(bucket, "mirror"))
+    assert_serves_like_primary(secondary, primary, pushed, tmp_path / "pulls")
+
+    # The same bucket, another root directory: a registry moving its rootdirectory.
+    moved = rgw_url(s3_credentials, bucket, "moved/registry")
+    assert_full_sync(syncagent("sync", migrated, moved, "--json"), pushed)
+    assert s3_layout(buckets, bucket, "moved/registry") == expected
+    verified = syncagent("verify", moved)
+    assert verified.returncode == 0, verified.describe()
+    secondary = serve(s3=buckets.storage(bucket, "moved/registry"))
+    assert_serves_like_primary(secondary, primary, pushed, None)
+    assert_noop_sync(syncagent("sync", source, migrated, "--json"))
+    assert buckets.incomplete_uploads(bucket) == []
+
+
+def deny_writes_policy(bucket: str) -> str:
+    """A bucket policy under which RGW refuses every PutObject, UploadPart and CompleteMultipartUpload
+    (all are ``s3:PutObject``) in ``bucket``; reads, deletes and AbortMultipartUpload stay allowed."""
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "no-writes", "Effect": "Deny", "Principal": "*",
+            "Action": ["s3:PutObject"], "Resource": [f"arn:aws:s3:::{bucket}/*"],
+        }],
+    })
+
+
+def tag_index_key(repo: str, tag: str, digest: str) -> str:
+    return f"repositories/{repo}/_manifests/tags/{tag}/index/sha256/{digest.removeprefix('sha256:')}/link"
+
+
+def without_tag_index_links(layout: dict) -> dict:
+    return {key: value for key, value in layout.items() if not ("/_manifests/tags/" in key and "/index/" in key)}
+
+
+def test_writes_denied_partway_through_a_multipart_upload_leave_nothing_partial(tmp_path, fs_primary, built, buckets, s3_credentials, serve, syncagent):
+    """A bucket policy denying PutObject takes effect after the big layer's first part is stored
+    and after one tag (library/single:v1, which does not need that layer) was published.
+
+    The trigger is deterministic, without sleeps: a loopback proxy in front of
+    RGW holds the request for part 2 of the big layer until RGW acknowledged
+    part 1 and the last link of library/single:v1, puts the policy in place,
+    then forwards the request, and RGW refuses it (and every later write) with
+    a real AccessDenied.
+    """
+    primary, pushed = fs_primary
+    bucket = buckets.make("denied")
+    big_layer = built.images["big"].layers[-1]
+    hexdigest = big_layer.removeprefix("sha256:")
+    big_key = f"mirror/{V2}/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data"
+    single_published = f"/{bucket}/mirror/{V2}/" + tag_index_key("library/single", "v1", pushed.tags[("library/single", "v1")].digest)
+    part_one_stored = threading.Event()
+    tag_published = threading.Event()
+    policy_applied = threading.Event()
+    seen: dict[str, object] = {}
+    gate = threading.Lock()
+
+    def part_number(method: str, path: str, query: dict) -> int:
+        """The part number of an UploadPart of the big layer, else 0."""
+        if method != "PUT" or path != f"/{bucket}/{big_key}" or "uploadId" not in query:
+            return 0
+        return int(query["partNumber"][0])
+
+    def before(method: str, path: str, query: dict) -> None:
+        if part_number(method, path, query) < 2:
+            return
+        with gate:  # the first later part applies the policy; any other one waits for it
+            if policy_applied.is_set():
+                return
+            seen["part_one_stored_in_time"] = part_one_stored.wait(60)
+            seen["tag_published_in_time"] = tag_published.wait(60)
+            buckets.client.put_bucket_policy(Bucket=bucket, Policy=deny_writes_policy(bucket))
+            seen["uploads_when_denied"] = buckets.incomplete_uploads(bucket)
+            policy_applied.set()
+
+    def after(method: str, path: str, query: dict, status: int) -> None:
+        if part_number(method, path, query) == 1 and status == 200:
+            part_one_stored.set()
+        if method == "PUT" and path == single_published and status == 200:
+            tag_published.set()
+
+    with FaultingProxy(s3_credentials.rgw_endpoint, before=before, after=after) as proxy:
+        through_proxy = rgw_url(s3_credentials, bucket, "mirror", endpoint_url=proxy.endpoint)
+        failed = syncagent("sync", primary.root, through_proxy, "--json")
+    assert policy_applied.is_set(), f"the big layer's second part never reached RGW\n{failed.describe()}"
+    assert seen["part_one_stored_in_time"], "part 1 of the big layer was not acknowledged"
+    assert seen["tag_published_in_time"], f"library/single:v1 was not published while the big layer was uploading\n{failed.describe()}"
+    assert any(big_key in upload for upload in seen["uploads_when_denied"]), seen  # an upload really was half done
+
+    # Exit 1, and a report that names the failure: the denied write and the tag it kept back.
+    assert failed.returncode == 1, failed.describe()
+    problems = sync_report(failed)["problems"]
+    assert any(
+        p["kind"] == "write-failed" and "AccessDenied" in p["reason"] and (p.get("digest") == big_layer or hexdigest in (p.get("key") or ""))
+        for p in problems
+    ), failed.describe()
+    assert any(p["kind"] == "tag-not-published" and p.get("repository") == "library/big" and p.get("tag") == "v1" for p in problems), failed.describe()
+
+    # Nothing partial: no incomplete multipart upload, no big layer object, no tag whose closure is missing.
+    assert buckets.incomplete_uploads(bucket) == []
+    assert big_key.removeprefix(f"mirror/{V2}/") not in s3_layout(buckets, bucket, "mirror")
+    destination = rgw_url(s3_credentials, bucket, "mirror")
+    verified = syncagent("verify", destination)
+    assert verified.returncode == 0, verified.describe()
+    secondary = serve(s3=buckets.storage(bucket, "mirror"))
+    assert "v1" not in secondary.tags("library/big")
+    listed = [(repo, tag) for repo in secondary.catalog() for tag in secondary.tags(repo)]
+    assert ("library/single", "v1") in listed
+    for repo, tag in listed:
+        assert secondary.servable_problems(repo, tag) == [], f"{repo}:{tag} is listed but not servable"
+        assert pull(secondary.url, repo, tag, tmp_path / "pulls-after-failure" / f"{repo.replace('/', '_')}-{tag}") == pushed.tags[(repo, tag)].digest
+    secondary.stop()
+
+    # Writes allowed again: the same command resumes and completes.
+    buckets.client.delete_bucket_policy(Bucket=bucket)
+    resumed = syncagent("sync", primary.root, destination, "--json")
+    assert resumed.returncode == 0, resumed.describe()
+    assert sync_report(resumed)["problems"] == [], resumed.describe()
+    # Tag index links are compared apart: a tag whose current/link was written just before the
+    # denial but whose index link was refused is not completed by the next sync (see the xfail below).
+    layout, expected = s3_layout(buckets, bucket, "mirror"), fs_layout(primary.root)
+    assert without_tag_index_links(layout) == without_tag_index_links(expected)
+    assert {key: value for key, value in layout.items() if key not in without_tag_index_links(layout)}.items() <= expected.items()
+    assert buckets.incomplete_uploads(bucket) == []
+    secondary = serve(s3=buckets.storage(bucket, "mirror"))
+    assert_serves_like_primary(secondary, primary, pushed, None)
+    assert pull(secondary.url, "library/big", "v1", tmp_path / "pull-big") == pushed.tags[("library/big", "v1")].digest
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine gap: a tag counts as up to date when its current/link matches, so an index link "
+    "refused after current/link was written is never written by later syncs"
+))
+def test_a_tag_index_link_refused_after_current_link_is_written_by_the_next_sync(fs_primary, buckets, s3_credentials, syncagent):
+    """Writes are denied right after RGW stored library/single:v1's current/link (before syncagent hears
+    back), so the tag's index link is refused. Once writes are allowed again, the next sync must write it."""
+    primary, pushed = fs_primary
+    bucket = buckets.make("index-link")
+    digest = pushed.tags[("library/single", "v1")].digest
+    current = f"/{bucket}/mirror/{V2}/repositories/library/single/_manifests/tags/v1/current/link"
+    denied = threading.Event()
+
+    def after(method: str, path: str, query: dict, status: int) -> None:
+        if method == "PUT" and path == current and status == 200 and not denied.is_set():
+            buckets.client.put_bucket_policy(Bucket=bucket, Policy=deny_writes_policy(bucket))
+            denied.set()
+
+    with FaultingProxy(s3_credentials.rgw_endpoint, after=after) as proxy:
+        failed = syncagent("sync", primary.root, rgw_url(s3_credentials, bucket, "mirror", endpoint_url=proxy.endpoint), "--json")
+    assert denied.is_set() and failed.returncode == 1, failed.describe()
+    layout = s3_layout(buckets, bucket, "mirror")
+    assert "repositories/library/single/_manifests/tags/v1/current/link" in layout
+    assert tag_index_key("library/single", "v1", digest) not in layout
+
+    buckets.client.delete_bucket_policy(Bucket=bucket)
+    destination = rgw_url(s3_credentials, bucket, "mirror")
+    resumed = syncagent("sync", primary.root, destination, "--json")
+    assert resumed.returncode == 0, resumed.describe()
+    assert tag_index_key("library/single", "v1", digest) in s3_layout(buckets, bucket, "mirror"), resumed.describe()
+
+
+# -- a loopback proxy with a hook, to make "partway" deterministic -------------------------
+
+
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
+
+
+class FaultingProxy:
+    """Forwards S3 requests to RGW unchanged (Host included, so signatures hold), calling hooks around each.
+
+    ``before(method, path, query)`` runs before a request is forwarded and may
+    block it; ``after(method, path, query, status)`` runs once RGW answered,
+    before the answer is passed on. ``path`` is unquoted (``/BUCKET/KEY``).
+    Bodies are small in these tests and are buffered whole.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        before: Callable[[str, str, dict], None] = lambda method, path, query: None,
+        after: Callable[[str, str, dict, int], None] = lambda method, path, query, status: None,
+    ) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port or 80)
+        self.before, self.after = before, after
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _ForwardingHandler)
+        self.server.daemon_threads = True
+        self.server.proxy = self  # type: ignore[attr-defined]
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, name="s3-proxy", daemon=True)
+
+    def __enter__(self) -> "FaultingProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(10)
+
+
+class _ForwardingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, and 100-continue answered by the base class
+
+    def setup(self) -> None:
+        super().setup()
+        self.upstream: http.client.HTTPConnection | None = None
+
+    def finish(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+        super().finish()
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            pieces = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(pieces)
+                pieces.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = self.headers.get("Content-Length")
+        return self.rfile.read(int(length)) if length is not None else None
+
+    def _forward(self) -> None:
+        proxy: FaultingProxy = self.server.proxy  # type: ignore[attr-defined]
+        body = self._body()
+        parts = urlsplit(self.path)
+        path, query = unquote(parts.path), parse_qs(parts.query, keep_blank_values=True)
+        proxy.before(self.command, path, query)
+        try:
+            if self.upstream is None:
+                self.upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+            self.upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                    self.upstream.putheader(name, value)
+            if body is not None:
+                self.upstream.putheader("Content-Length", str(len(body)))
+            self.upstream.endheaders(body)
+            response = self.upstream.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException):
+            if self.upstream is not None:
+                self.upstream.close()
+                self.upstream = None
+            self.send_error(502)
+            return
+        proxy.after(self.command, path, query, response.status)
+        self.send_response_only(response.status, response.reason)
+        for name, value in response.getheaders():
+            if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                self.send_header(name, value)
+        if self.command == "HEAD":
+            if response.getheader("Content-Length") is not None:
+                self.send_header("Content-Length", response.getheader("Content-Length"))
+        elif response.status not in (204, 304):
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD" and data:
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
