@@ -100,12 +100,15 @@ def missing_from(
     *,
     absent_optional: set[Digest] = frozenset(),
     present_blobs: set[Digest] | None = None,
+    confirmed_links: dict[str, Digest] | None = None,
 ) -> list[str]:
     """What of ``closure`` is not present and linked on ``backend``; [] when it is whole.
 
     Stats every blob and reads every link. ``absent_optional`` are foreign
     layers known to be absent at the source (not required). ``present_blobs``
-    caches blobs already seen present in this pass (shared by callers).
+    holds blobs already confirmed present in this pass (shared by callers, and
+    added to); ``confirmed_links`` maps link keys this pass wrote or read to
+    the digest they hold. What these confirm is not read again.
     """
     missing: list[str] = []
 
@@ -121,6 +124,8 @@ def missing_from(
         return True
 
     def link_holds(key: str, digest: Digest) -> bool:
+        if confirmed_links is not None and confirmed_links.get(key) == digest:
+            return True
         try:
             return read_link(backend, key, attempts=1) == digest
         except (NotFound, UnreadableLink):

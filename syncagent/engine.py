@@ -24,7 +24,7 @@ from backends import Backend, BackendError, NotFound, TransientError
 from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
 from .deletes import DeleteRunner, plan_repository
 from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository
-from .layout import Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
+from .layout import BLOBS_PREFIX, Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
 from .manifest import Manifest
 from .replica import read_marker, write_marker
 from .report import Problem, Report
@@ -74,7 +74,9 @@ class Engine:
         self.options = options
         self.report = report or Report()
         self.cancelled = threading.Event()
-        self._present_blobs: set[Digest] = set()
+        self._confirmed_blobs: set[Digest] = set()
+        self._confirmed_links: dict[str, Digest] = {}
+        self._dest_has_blobs = True
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -90,6 +92,7 @@ class Engine:
         source_listed = False
         try:
             self._mark_fresh_destination()
+            self._dest_has_blobs = self._destination_has_blobs()
             try:
                 for repository in iter_repositories(self.source, self.report.add_problem):
                     source_repositories.add(repository)
@@ -127,6 +130,17 @@ class Engine:
             fresh = True
         if fresh:
             write_marker(self.dest, self.source.url)
+
+    def _destination_has_blobs(self) -> bool:
+        """False when the destination holds no blob data at all (one listing): nothing to stat then."""
+        if self.options.recopy:
+            return True
+        try:
+            return next(iter(self.dest.iter_children(BLOBS_PREFIX)), None) is not None
+        except NotFound:
+            return False
+        except BackendError:
+            return True
 
     def _delete_pass(self, source_repositories: set[str], source_listed: bool) -> None:
         refusal = self._delete_refusal(source_repositories, source_listed)
@@ -223,7 +237,15 @@ class Engine:
 
     def _copier(self, pool: ThreadPoolExecutor) -> BlobCopier:
         return BlobCopier(
-            self.source, self.dest, pool, self.report, self.cancelled, dry_run=self.options.dry_run, recopy=self.options.recopy
+            self.source,
+            self.dest,
+            pool,
+            self.report,
+            self.cancelled,
+            dry_run=self.options.dry_run,
+            recopy=self.options.recopy,
+            confirmed=self._confirmed_blobs,
+            dest_has_blobs=self._dest_has_blobs,
         )
 
     def _sync_repository_guarded(self, repository: str, copier: BlobCopier) -> None:
@@ -422,21 +444,31 @@ class _RepositorySync:
                 self.repository,
                 closure,
                 absent_optional=self.absent_optional,
-                present_blobs=self.engine._present_blobs,
+                present_blobs=self.engine._confirmed_blobs,
+                confirmed_links=self.engine._confirmed_links,
             )
         except BackendError as exc:
             return [f"reading the destination failed: {exc}"]
 
     def _write_link(self, key: str, digest: Digest) -> None:
-        """Write a link unless it already holds ``digest``; retries transient failures."""
+        """Write a link unless it already holds ``digest``; retries transient failures.
+
+        In a repository the destination did not have, links are written without
+        reading them first (rewriting an identical link is harmless).
+        """
         if self.engine.cancelled.is_set():
             raise Cancelled()
-        try:
-            if read_link(self.engine.dest, key, attempts=1) == digest:
-                self.report.count("links_present")
-                return
-        except (NotFound, UnreadableLink):
-            pass
+        if self.engine._confirmed_links.get(key) == digest:
+            self.report.count("links_present")
+            return
+        if self.dst.tags or self.dst.revisions:
+            try:
+                if read_link(self.engine.dest, key, attempts=1) == digest:
+                    self.engine._confirmed_links[key] = digest
+                    self.report.count("links_present")
+                    return
+            except (NotFound, UnreadableLink):
+                pass
         if self.engine.options.dry_run:
             self.report.plan(f"link {key} -> {digest}")
             self.report.count("links_written")
@@ -445,6 +477,7 @@ class _RepositorySync:
             try:
                 content = format_link(digest)
                 self.engine.dest.put(key, io.BytesIO(content), size=len(content))
+                self.engine._confirmed_links[key] = digest
                 break
             except TransientError:
                 if attempt + 1 == LINK_WRITE_ATTEMPTS:

@@ -98,7 +98,12 @@ class BlobCopier:
         *,
         dry_run: bool = False,
         recopy: frozenset = frozenset(),
+        confirmed: set | None = None,
+        dest_has_blobs: bool = True,
     ) -> None:
+        """``confirmed``: the pass's set of blobs confirmed present on the destination,
+        added to here. ``dest_has_blobs`` False: the destination held no blob data
+        when the pass began, so none is stat'ed before it is copied."""
         self.source = source
         self.dest = dest
         self.pool = pool
@@ -106,6 +111,8 @@ class BlobCopier:
         self.cancelled = cancelled
         self.dry_run = dry_run
         self.recopy = recopy
+        self.confirmed = confirmed if confirmed is not None else set()
+        self.dest_has_blobs = dest_has_blobs
         self._futures: dict[Digest, Future] = {}
         self._lock = threading.Lock()
 
@@ -148,7 +155,7 @@ class BlobCopier:
         except BackendError as exc:
             raise SourceReadError(exc) from exc
         try:
-            present = self.dest.stat(key).size == size and digest not in self.recopy
+            present = self.dest_has_blobs and self.dest.stat(key).size == size and digest not in self.recopy
         except NotFound:
             present = False
         except TransientError:
@@ -156,6 +163,7 @@ class BlobCopier:
         except BackendError as exc:
             return self._failed(digest, key, "write-failed", f"cannot stat the destination: {exc}")
         if present:
+            self.confirmed.add(digest)
             self.report.count("blobs_skipped")
             self.report.count("bytes_skipped", size)
             return BlobOutcome(True, size=size)
@@ -188,6 +196,7 @@ class BlobCopier:
                 raise
             except BackendError as exc:
                 return self._failed(digest, key, "write-failed", str(exc))
+        self.confirmed.add(digest)
         self.report.count("blobs_copied")
         self.report.count("bytes_copied", written.size)
         return BlobOutcome(True, copied=True, size=written.size)
