@@ -258,7 +258,7 @@ def _differences(comparison) -> str:
     if not comparison.differs:
         return "in sync"
     totals = comparison.totals()
-    return f"{sum(totals[k] for k in ('missing_tags', 'stale_tags', 'extra_tags', 'missing_revisions'))} differences"
+    return f"{sum(totals[k] for k in ('missing_tags', 'stale_tags', 'extra_tags', 'missing_revisions', 'missing_history'))} differences"
 
 
 def _repair(source, dest, comparison, dest_report: Report, jobs: int) -> Report:

@@ -8,6 +8,7 @@ from typing import Callable
 from backends import Backend, NotFound
 
 from .discovery import RepositoryState, iter_repositories, read_repository
+from .layout import TagIndexLink, key_of
 from .report import Report
 
 
@@ -19,10 +20,11 @@ class RepositoryDifference:
     extra_tags: list[str] = field(default_factory=list)
     missing_revisions: list[str] = field(default_factory=list)
     extra_revisions: list[str] = field(default_factory=list)
+    missing_history: list[str] = field(default_factory=list)
 
     @property
     def differs(self) -> bool:
-        return bool(self.missing_tags or self.stale_tags or self.extra_tags or self.missing_revisions)
+        return bool(self.missing_tags or self.stale_tags or self.extra_tags or self.missing_revisions or self.missing_history)
 
     def as_dict(self) -> dict:
         return {
@@ -31,6 +33,7 @@ class RepositoryDifference:
             "extra_tags": self.extra_tags,
             "missing_revisions": self.missing_revisions,
             "extra_revisions": self.extra_revisions,
+            "missing_history": self.missing_history,
         }
 
 
@@ -45,7 +48,7 @@ class Comparison:
         return any(d.differs for d in self.repositories.values())
 
     def totals(self) -> dict[str, int]:
-        names = ("missing_tags", "stale_tags", "extra_tags", "missing_revisions", "extra_revisions")
+        names = ("missing_tags", "stale_tags", "extra_tags", "missing_revisions", "extra_revisions", "missing_history")
         return {n: sum(len(getattr(d, n)) for d in self.repositories.values()) for n in names}
 
     def as_dict(self) -> dict:
@@ -58,12 +61,13 @@ class Comparison:
         }
 
     def table(self) -> str:
-        rows = [("repository", "missing tags", "stale tags", "extra tags", "missing revisions")]
+        columns = ("missing_tags", "stale_tags", "extra_tags", "missing_revisions", "missing_history")
+        rows = [("repository", "missing tags", "stale tags", "extra tags", "missing revisions", "missing history")]
         for name, d in sorted(self.repositories.items()):
             if d.differs:
-                rows.append((name, str(len(d.missing_tags)), str(len(d.stale_tags)), str(len(d.extra_tags)), str(len(d.missing_revisions))))
-        t = self.totals()
-        rows.append(("TOTAL", str(t["missing_tags"]), str(t["stale_tags"]), str(t["extra_tags"]), str(t["missing_revisions"])))
+                rows.append((name, *(str(len(getattr(d, c))) for c in columns)))
+        totals = self.totals()
+        rows.append(("TOTAL", *(str(totals[c]) for c in columns)))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)) for row in rows]
         return "\n".join(lines)
@@ -85,8 +89,27 @@ def compare(source: Backend, dest: Backend, report: Report, *, repositories: Cal
             dst = read_repository(dest, name)
         except NotFound:
             dst = RepositoryState(name)
-        comparison.repositories[name] = difference(src, dst)
+        diff = difference(src, dst)
+        diff.missing_history = missing_history(dest, dst, src)
+        comparison.repositories[name] = diff
     return comparison
+
+
+def missing_history(dest: Backend, dst: RepositoryState, src: RepositoryState) -> list[str]:
+    """Up-to-date tags whose ``index`` link for their current digest is missing on the destination.
+
+    Pulls never read it (it is the tag's history), and a plain sync does not
+    look for it on tags it finds up to date; ``--repair`` writes it.
+    """
+    lacking = []
+    for tag, digest in sorted(dst.tags.items()):
+        if src.tags.get(tag) != digest:
+            continue
+        try:
+            dest.stat(key_of(TagIndexLink(dst.name, tag, digest)))
+        except NotFound:
+            lacking.append(tag)
+    return lacking
 
 
 def difference(src: RepositoryState, dst: RepositoryState) -> RepositoryDifference:

@@ -467,13 +467,10 @@ def test_writes_denied_partway_through_a_multipart_upload_leave_nothing_partial(
     assert pull(secondary.url, "library/big", "v1", tmp_path / "pull-big") == pushed.tags[("library/big", "v1")].digest
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine gap: a tag counts as up to date when its current/link matches, so an index link "
-    "refused after current/link was written is never written by later syncs"
-))
-def test_a_tag_index_link_refused_after_current_link_is_written_by_the_next_sync(fs_primary, buckets, s3_credentials, syncagent):
+def test_a_tag_index_link_refused_after_current_link_is_found_by_verify_and_repaired(fs_primary, buckets, s3_credentials, syncagent):
     """Writes are denied right after RGW stored library/single:v1's current/link (before syncagent hears
-    back), so the tag's index link is refused. Once writes are allowed again, the next sync must write it."""
+    back), so the tag's index link is refused. Once writes are allowed again, verify --against
+    reports the missing history link and --repair writes it."""
     primary, pushed = fs_primary
     bucket = buckets.make("index-link")
     digest = pushed.tags[("library/single", "v1")].digest
@@ -496,7 +493,14 @@ def test_a_tag_index_link_refused_after_current_link_is_written_by_the_next_sync
     destination = rgw_url(s3_credentials, bucket, "mirror")
     resumed = syncagent("sync", primary.root, destination, "--json")
     assert resumed.returncode == 0, resumed.describe()
-    assert tag_index_key("library/single", "v1", digest) in s3_layout(buckets, bucket, "mirror"), resumed.describe()
+    # A plain sync takes a tag whose current/link matches as up to date (it does not look for the
+    # tag's history link: pulls never read it); verify --against reports it and --repair writes it.
+    compared = syncagent("verify", primary.root, "--against", destination, "--json")
+    assert compared.returncode == 1, compared.describe()
+    assert json.loads(compared.stdout)["comparison"]["repositories"]["library/single"]["missing_history"] == ["v1"]
+    repaired = syncagent("verify", primary.root, "--against", destination, "--repair", "--json")
+    assert repaired.returncode == 0, repaired.describe()
+    assert tag_index_key("library/single", "v1", digest) in s3_layout(buckets, bucket, "mirror"), repaired.describe()
 
 
 # -- a loopback proxy with a hook, to make "partway" deterministic -------------------------
