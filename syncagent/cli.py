@@ -17,7 +17,6 @@ import sys
 from backends import BackendUnavailable, ConfigurationError, open_backend
 
 from .compare import compare
-from .registry_check import TokenConfigurationError, check_backend_tags, check_published_tags, checker_from_options
 from .engine import DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
 from .layout import Digest
 from .report import Report
@@ -90,19 +89,27 @@ def _add_registry_check_options(parser: argparse.ArgumentParser, what: str) -> N
 
 
 def _registry_checker(args):
-    """A RegistryChecker from the options, or None; raises TokenConfigurationError (exit 2)."""
+    """A RegistryChecker from the options, or None; raises ConfigurationError (exit 2).
+
+    registry_check (requests, PyJWT, cryptography) is imported only when asked for.
+    """
     token_options = (args.registry_token_issuer, args.registry_token_service, args.registry_token_key, args.registry_token_cert)
     if not args.check_registry:
         if any(token_options):
-            raise TokenConfigurationError("the --registry-token-* options need --check-registry URL")
+            raise ConfigurationError("the --registry-token-* options need --check-registry URL")
         return None
-    return checker_from_options(
-        args.check_registry,
-        issuer=args.registry_token_issuer,
-        service=args.registry_token_service,
-        key_file=args.registry_token_key,
-        cert_file=args.registry_token_cert,
-    )
+    from .registry_check import TokenConfigurationError, checker_from_options
+
+    try:
+        return checker_from_options(
+            args.check_registry,
+            issuer=args.registry_token_issuer,
+            service=args.registry_token_service,
+            key_file=args.registry_token_key,
+            cert_file=args.registry_token_cert,
+        )
+    except TokenConfigurationError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _percentage(text: str) -> float:
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sync":
             return _sync(args)
         return _verify(args)
-    except (ConfigurationError, BackendUnavailable, TokenConfigurationError) as exc:
+    except (ConfigurationError, BackendUnavailable) as exc:
         print(f"syncagent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -162,6 +169,8 @@ def _sync(args) -> int:
     report = Report()
     checker = _registry_checker(args)
     if checker is not None and not args.dry_run:
+        from .registry_check import check_published_tags
+
         check_published_tags(report, checker)
     engine = Engine(source, dest, options, report)
     show_progress = not args.json and sys.stderr.isatty()
@@ -199,6 +208,8 @@ def _verify(args) -> int:
         if dest is None:
             report = verify_backend(target, repositories=select, deep=args.deep, jobs=args.jobs)
             if checker is not None:
+                from .registry_check import check_backend_tags
+
                 check_backend_tags(target, checker, report, repositories=select)
             _print_verify(args, report, target.url)
             return _exit_status(report)
@@ -213,6 +224,8 @@ def _verify_against(args, source, dest, select, checker=None) -> int:
     def check_dest() -> Report:
         report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)
         if checker is not None:
+            from .registry_check import check_backend_tags
+
             check_backend_tags(dest, checker, report, repositories=select)
         return report
 

@@ -34,17 +34,17 @@ from backends import Backend, BackendError, NotFound, open_backend
 
 from .discovery import UnreadableLink, iter_repositories, read_link
 from .engine import Engine, SyncOptions
-from .registry_check import check_published_tags, checker_from_options
 from .fsevents import RepositoryWatcher
 from .http_service import EndpointContext, ServiceHTTPServer, make_server
 from .journal import Change, Journal, JournalError, PassRecord
 from .layout import InvalidPath, TagCurrentLink, key_of
 from .metrics import Metrics
+from .registry_check import TokenConfigurationError, check_published_tags, checker_from_options
 from .notification_auth import Authenticator
 from .replica import read_marker, write_marker
 from .report import Problem, Report
 from .transfer import Cancelled
-from .watch_config import WatchConfig
+from .watch_config import ConfigError, WatchConfig
 from .workqueue import RepositoryQueue, RetryPolicy, Ticket
 
 log = logging.getLogger("syncagent.watch")
@@ -99,17 +99,18 @@ class WatchService:
         self.options = SyncOptions(
             jobs=config.jobs, repositories=config.repositories, delete=config.delete, max_delete_share=config.max_delete
         )
-        self.checker = (
-            checker_from_options(
-                config.check_registry,
-                issuer=config.registry_token_issuer,
-                service=config.registry_token_service,
-                key_file=config.registry_token_key,
-                cert_file=config.registry_token_cert,
-            )
-            if config.check_registry
-            else None
-        )
+        self.checker = None
+        if config.check_registry:
+            try:
+                self.checker = checker_from_options(
+                    config.check_registry,
+                    issuer=config.registry_token_issuer,
+                    service=config.registry_token_service,
+                    key_file=config.registry_token_key,
+                    cert_file=config.registry_token_cert,
+                )
+            except TokenConfigurationError as exc:
+                raise ConfigError(str(exc)) from None
         self.authenticator = Authenticator(config.auth_settings()) if config.notifications else None
         self.source = source or open_backend(config.source)
         self.dest = dest or open_backend(config.destination)

@@ -24,7 +24,6 @@ from backends import BackendError
 
 from .journal import JournalError
 from .logformat import configure_logging
-from .registry_check import TokenConfigurationError
 from .watch_config import ConfigError, add_config_flags, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -67,7 +66,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
     try:
         service = WatchService(config)
-    except (ConfigError, JournalError, BackendError, TokenConfigurationError, ValueError) as exc:
+    except (ConfigError, JournalError, BackendError, ValueError) as exc:
         print(f"syncagent watch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # binding the listener

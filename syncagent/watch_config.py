@@ -20,9 +20,10 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .notification_auth import AuthSettings
+if TYPE_CHECKING:  # PyJWT and cryptography load only when notifications are configured
+    from .notification_auth import AuthSettings
 
 ENV_PREFIX = "SYNCAGENT_"
 SECRET_ENV = {"token": "SYNCAGENT_TOKEN", "jwt_secret": "SYNCAGENT_JWT_SECRET"}
@@ -226,6 +227,8 @@ class WatchConfig:
         return self.fs_events == "on"
 
     def auth_settings(self) -> AuthSettings:
+        from .notification_auth import AuthSettings
+
         tokens: list[str] = []
         if self.token:
             tokens.append(self.token)
