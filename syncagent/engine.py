@@ -26,7 +26,7 @@ from .deletes import DeleteRunner, plan_repository
 from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository
 from .layout import BLOBS_PREFIX, Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
 from .manifest import Manifest
-from .replica import read_marker, write_marker
+from .replica import mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
 from .transfer import BlobCopier, BlobOutcome, Cancelled
 
@@ -122,14 +122,8 @@ class Engine:
 
     def _mark_fresh_destination(self) -> None:
         """Mark a destination this run starts filling from empty as a syncagent replica."""
-        if self.options.dry_run or read_marker(self.dest) is not None:
-            return
-        try:
-            fresh = next(iter_repositories(self.dest), None) is None
-        except NotFound:
-            fresh = True
-        if fresh:
-            write_marker(self.dest, self.source.url)
+        if not self.options.dry_run:
+            mark_if_fresh(self.dest, self.source.url)
 
     def _destination_has_blobs(self) -> bool:
         """False when the destination holds no blob data at all (one listing): nothing to stat then."""

@@ -15,6 +15,8 @@ import time
 
 from backends import Backend, NotFound
 
+from .discovery import iter_repositories
+
 MARKER_KEY = ".syncagent/replica.json"
 
 
@@ -37,3 +39,16 @@ def write_marker(backend: Backend, source_url: str) -> None:
         {"kind": "syncagent-replica", "source": source_url, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     ).encode()
     backend.put(MARKER_KEY, io.BytesIO(content), size=len(content))
+
+
+def mark_if_fresh(dest: Backend, source_url: str) -> bool:
+    """Write the marker on a destination that holds no repository yet; True when it carries one after."""
+    if read_marker(dest) is not None:
+        return True
+    try:
+        fresh = next(iter_repositories(dest), None) is None
+    except NotFound:
+        fresh = True
+    if fresh:
+        write_marker(dest, source_url)
+    return fresh

@@ -41,7 +41,7 @@ from .layout import InvalidPath, TagCurrentLink, key_of
 from .metrics import Metrics
 from .registry_check import TokenConfigurationError, check_published_tags, checker_from_options
 from .notification_auth import Authenticator
-from .replica import read_marker, write_marker
+from .replica import mark_if_fresh
 from .report import Problem, Report
 from .transfer import Cancelled
 from .watch_config import ConfigError, WatchConfig
@@ -163,14 +163,7 @@ class WatchService:
     def _mark_fresh_destination(self) -> None:
         """Like ``syncagent sync``: a destination filled from empty carries the replica marker (replica.py)."""
         try:
-            if read_marker(self.dest) is not None:
-                return
-            try:
-                fresh = next(iter_repositories(self.dest), None) is None
-            except NotFound:
-                fresh = True
-            if fresh:
-                write_marker(self.dest, self.source.url)
+            mark_if_fresh(self.dest, self.source.url)
         except BackendError as exc:
             log.warning("cannot check or write the replica marker on %s: %s", self.dest.url, exc)
 
