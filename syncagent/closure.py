@@ -127,9 +127,12 @@ def missing_from(
         if confirmed_links is not None and confirmed_links.get(key) == digest:
             return True
         try:
-            return read_link(backend, key, attempts=1) == digest
+            holds = read_link(backend, key, attempts=1) == digest
         except (NotFound, UnreadableLink):
             return False
+        if holds and confirmed_links is not None:
+            confirmed_links[key] = digest
+        return holds
 
     for digest in closure.manifests:
         if not blob_present(digest):

@@ -61,21 +61,25 @@ def verify_backend(
     ``deep`` re-hashes all blob data, ``jobs`` blobs at a time.
     """
     report = report or Report()
-    present: set[Digest] = set()
+    blobs: dict[Digest, tuple[str, int]] = {}
     linked: set[Digest] = set()
+    confirmed_links: dict[str, Digest] = {}
     try:
+        if hygiene or deep:
+            blobs = _list_blobs(target, report)
+        present = set(blobs)
         for repository in iter_repositories(target, report.add_problem):
             if repositories is not None and not repositories(repository):
                 continue
             try:
-                linked |= _verify_repository(target, repository, report, present)
+                linked |= _verify_repository(target, repository, report, present, confirmed_links)
             except BackendError as exc:
                 report.add_problem(Problem("read-failed", str(exc), repository=repository, key=exc.key))
         if hygiene:
-            linked |= _scan_repository_objects(target, report, repositories)
-            _scan_blobs(target, report, linked if repositories is None else None, deep=deep, jobs=jobs)
+            linked |= _scan_repository_objects(target, report, repositories, confirmed_links)
+            _judge_blobs(target, report, blobs, linked if repositories is None else None, deep=deep, jobs=jobs)
         elif deep:
-            _scan_blobs(target, report, None, deep=True, jobs=jobs)
+            _judge_blobs(target, report, blobs, None, deep=True, jobs=jobs)
     except NotFound as exc:
         report.add_problem(Problem("read-failed", f"the target does not exist: {exc}"))
     except BackendError as exc:
@@ -83,7 +87,9 @@ def verify_backend(
     return report
 
 
-def _verify_repository(target: Backend, repository: str, report: Report, present: set[Digest]) -> set[Digest]:
+def _verify_repository(
+    target: Backend, repository: str, report: Report, present: set[Digest], confirmed_links: dict[str, Digest]
+) -> set[Digest]:
     """Check tags and revisions; returns the digests the repository's revision links name."""
     state = read_repository(target, repository, report.add_problem)
     report.count("repositories")
@@ -102,7 +108,7 @@ def _verify_repository(target: Backend, repository: str, report: Report, present
             except ClosureError as exc:
                 verdicts[root] = [f"{exc.digest}: {exc.reason}"]
             else:
-                verdicts[root] = missing_from(target, repository, closure, present_blobs=present)
+                verdicts[root] = missing_from(target, repository, closure, present_blobs=present, confirmed_links=confirmed_links)
         return verdicts[root]
 
     for digest in sorted(state.revisions):
@@ -120,8 +126,11 @@ def _verify_repository(target: Backend, repository: str, report: Report, present
     return set(state.revisions)
 
 
-def _scan_repository_objects(target: Backend, report: Report, repositories: Selector) -> set[Digest]:
-    """One listing of every repository object: layer links checked, leftovers reported."""
+def _scan_repository_objects(
+    target: Backend, report: Report, repositories: Selector, confirmed_links: dict[str, Digest]
+) -> set[Digest]:
+    """One listing of every repository object: layer links checked (unless the closure checks
+    already read them), leftovers reported."""
     linked: set[Digest] = set()
     for info in target.iter_objects(REPOSITORIES_PREFIX):
         try:
@@ -131,6 +140,9 @@ def _scan_repository_objects(target: Backend, report: Report, repositories: Sele
             continue
         if isinstance(spec, LayerLink):
             if repositories is not None and not repositories(spec.repository):
+                continue
+            if confirmed_links.get(info.key) == spec.digest:
+                linked.add(spec.digest)
                 continue
             try:
                 content = read_link(target, info.key)
@@ -164,26 +176,35 @@ def _classify_stray(key: str, size: int, report: Report, repositories: Selector)
         report.add_finding(Problem("unknown-object", "not part of the registry layout", key=key))
 
 
-def _scan_blobs(target: Backend, report: Report, linked: set[Digest] | None, *, deep: bool, jobs: int) -> None:
+def _list_blobs(target: Backend, report: Report) -> dict[Digest, tuple[str, int]]:
+    """Every blob's key and size, from one listing (strays under blobs/ are reported)."""
+    blobs: dict[Digest, tuple[str, int]] = {}
+    for info in target.iter_objects(BLOBS_PREFIX):
+        try:
+            spec = parse_key(info.key)
+        except InvalidPath:
+            _classify_stray(info.key, info.size, report, None)
+            continue
+        if isinstance(spec, BlobData):
+            blobs[spec.digest] = (info.key, info.size)
+    return blobs
+
+
+def _judge_blobs(
+    target: Backend, report: Report, blobs: dict[Digest, tuple[str, int]], linked: set[Digest] | None, *, deep: bool, jobs: int
+) -> None:
     """Unlinked blobs (when ``linked`` is known) and, with ``deep``, blobs that do not match their digest."""
     pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="hash") if deep else None
     futures = []
     try:
-        for info in target.iter_objects(BLOBS_PREFIX):
-            try:
-                spec = parse_key(info.key)
-            except InvalidPath:
-                _classify_stray(info.key, info.size, report, None)
-                continue
-            if not isinstance(spec, BlobData):
-                continue
+        for digest, (key, size) in blobs.items():
             report.count("blobs")
-            if linked is not None and spec.digest not in linked:
+            if linked is not None and digest not in linked:
                 report.count("unlinked_blobs")
-                report.count("reclaimable_bytes", info.size)
-                report.add_finding(Problem("unlinked-blob", f"{info.size} bytes no repository links", digest=str(spec.digest), key=info.key))
+                report.count("reclaimable_bytes", size)
+                report.add_finding(Problem("unlinked-blob", f"{size} bytes no repository links", digest=str(digest), key=key))
             if pool is not None:
-                futures.append(pool.submit(_rehash, target, spec.digest, info.key, report))
+                futures.append(pool.submit(_rehash, target, digest, key, report))
         for future in futures:
             future.result()
     finally:
