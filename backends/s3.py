@@ -91,6 +91,11 @@ class S3Options:
     verify: bool = option(True, "verify the endpoint's TLS certificate")
     ca_bundle: str = option("", "PEM file of CA certificates to verify the endpoint with; empty means boto3's default (AWS_CA_BUNDLE, profile, certifi)")
     profile: str = option("", "profile in the shared AWS config/credentials files to take credentials and settings from; empty means boto3's default chain")
+    sign_payload: bool = option(
+        False,
+        "sign each request body with SHA-256 (SigV4 payload signing); off, as botocore does over HTTPS: "
+        "TLS and the CRC32 checksum S3 verifies protect the body in transit, and syncagent checks every digest itself",
+    )
     max_attempts: int = option(5, "attempts per request by botocore's standard retry mode (throttling, 5xx, lost connections); 1 when an outer retry wrapper decides")
     max_concurrency: int = option(8, "parts uploaded (and held in memory) at once per backend; the suggested number of parallel transfers; the connection pool holds twice as many")
     multipart_threshold: int = option(16 * MIB, "objects larger than this many bytes are uploaded in parts; smaller ones are buffered in memory and sent in one request")
@@ -393,7 +398,7 @@ def _make_client(options: S3Options):
         max_pool_connections=2 * options.max_concurrency,
         connect_timeout=10,
         read_timeout=60,
-        s3={"addressing_style": options.addressing_style},
+        s3={"addressing_style": options.addressing_style, "payload_signing_enabled": options.sign_payload},
     )
     verify: bool | str | None = None
     if not options.verify:
