@@ -19,7 +19,7 @@ import errno
 import os
 import shutil
 import stat
-import uuid
+import itertools
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -30,6 +30,7 @@ from .options import option, parse_options
 STAGING_NAME = ".syncagent-tmp"
 _COPY_BUFFER = 1 << 20
 _PUT_ATTEMPTS = 8
+_KNOWN_DIRS_MAX = 200_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,9 @@ class FilesystemBackend(BaseBackend):
         staging = Path(options.staging)
         self.staging = staging if staging.is_absolute() else self.root / staging
         self._staging_component = options.staging if not staging.is_absolute() and "/" not in options.staging else None
+        self._staging = str(self.staging)
+        self._known_dirs: set[str] = set()
+        self._names = itertools.count()
         self.url = f"file://{self.root}"
         self.capabilities = Capabilities(empty_prefixes=True, default_concurrency=8)
         self._staging_ready = False
@@ -97,14 +101,14 @@ class FilesystemBackend(BaseBackend):
     def open_read(self, key: str) -> BinaryIO:
         path = self._path(key)
         try:
-            return open(path, "rb")
+            return open(path, "rb", buffering=0)  # callers read in large chunks; no buffer to set up
         except OSError as exc:
             raise _translate(exc, key) from exc
 
     def put(self, key: str, data: BinaryIO, *, size: int | None = None, before_commit: BeforeCommit | None = None) -> ObjectInfo:
-        target = Path(self._path(key))
-        name = f"{os.getpid()}-{uuid.uuid4().hex}"
-        work, tmp_file = self.staging / name, self.staging / f"{name}.part"
+        target = self._path(key)
+        work = f"{self._staging}/{os.getpid()}-{next(self._names)}"
+        tmp_file = f"{work}.part"
         try:
             with _translating(key):
                 self._prepare_staging()
@@ -114,77 +118,95 @@ class FilesystemBackend(BaseBackend):
             with _translating(key):
                 self._move_into_place(tmp_file, target, work)
         except BaseException:
-            _remove_quietly(self.staging, work)
-            _remove_quietly(self.staging, tmp_file)
+            _remove_quietly(self._staging, work)
+            _remove_quietly(self._staging, tmp_file)
             raise
         return ObjectInfo(key, written)
 
-    def _write_file(self, path: Path, data: BinaryIO, key: str) -> int:
+    def _write_file(self, path: str, data: BinaryIO, key: str) -> int:
         """Copy ``data`` to ``path``; errors of the caller's stream propagate untranslated."""
         written = 0
         with _translating(key):
-            out = open(path, "xb")
-        with out:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
             while chunk := data.read(_COPY_BUFFER):
-                with _translating(key):
-                    out.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    with _translating(key):
+                        view = view[os.write(fd, view):]
                 written += len(chunk)
-            with _translating(key):
-                out.flush()
-                if self.options.fsync:
-                    os.fsync(out.fileno())
+            if self.options.fsync:
+                with _translating(key):
+                    os.fsync(fd)
+        finally:
+            os.close(fd)
         return written
 
-    def _move_into_place(self, tmp_file: Path, target: Path, work: Path) -> None:
+    def _move_into_place(self, tmp_file: str, target: str, work: str) -> None:
         """Rename the finished file to ``target``, bringing missing directories with it.
 
-        The rename is tried first; only when it fails for want of a directory
-        is the topmost missing one found and built in the staging directory.
+        Directories this backend saw exist are remembered, so the common case is
+        one rename; otherwise the topmost missing directory is built in the
+        staging directory around the file and renamed into place in one step.
         """
+        parent, name = os.path.split(target)
         for _ in range(_PUT_ATTEMPTS):
-            try:
-                os.rename(tmp_file, target)
-            except FileNotFoundError:
-                pass  # a directory on the way is missing (or a concurrent delete removed it)
-            except IsADirectoryError as exc:
-                raise BackendError(f"{target}: a directory is in the way") from exc
-            except NotADirectoryError as exc:
-                raise BackendError(f"{target}: a file is in the way of a directory") from exc
-            else:
-                self._sync_dir(target.parent)
-                return
-            missing = self._topmost_missing_dir(target.parent)
+            missing = None if parent in self._known_dirs else self._topmost_missing_dir(parent)
             if missing is None:
-                continue
-            inner = work / target.parent.relative_to(missing)
-            inner.mkdir(parents=True)
-            os.rename(tmp_file, inner / target.name)
+                try:
+                    os.rename(tmp_file, target)
+                except FileNotFoundError:
+                    self._known_dirs.discard(parent)  # removed meanwhile (a concurrent delete): start over
+                    continue
+                except IsADirectoryError as exc:
+                    raise BackendError(f"{target}: a directory is in the way") from exc
+                except NotADirectoryError as exc:
+                    raise BackendError(f"{target}: a file is in the way of a directory") from exc
+                self._remember_dir(parent)
+                self._sync_dir(parent)
+                return
+            inner = work
+            os.mkdir(inner)
+            relative = os.path.relpath(parent, missing)
+            for component in ([] if relative == "." else relative.split("/")):
+                inner = f"{inner}/{component}"
+                os.mkdir(inner)
+            os.rename(tmp_file, f"{inner}/{name}")
             try:
                 os.rename(work, missing)
             except OSError as exc:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOENT):
                     raise
-                os.rename(inner / target.name, tmp_file)  # someone else created it: retry
+                os.rename(f"{inner}/{name}", tmp_file)  # someone else created it: retry
                 shutil.rmtree(work, ignore_errors=True)
                 continue
-            self._sync_dir(missing.parent)
+            self._remember_dir(parent)
+            self._sync_dir(os.path.dirname(missing))
             return
-        raise TransientError(f"{target}: directories kept changing under a concurrent writer", key=str(target))
+        raise TransientError(f"{target}: directories kept changing under a concurrent writer", key=target)
 
-    def _topmost_missing_dir(self, directory: Path) -> Path | None:
+    def _topmost_missing_dir(self, directory: str) -> str | None:
         """The highest missing directory on the way to ``directory`` (None if it exists)."""
         if os.path.isdir(directory):
             return None
         missing = directory
-        while missing.parent != self.root and not os.path.isdir(missing.parent):
-            missing = missing.parent
-        if missing.parent == self.root and not os.path.isdir(self.root):
-            self.root.mkdir(parents=True, exist_ok=True)
+        while True:
+            up = os.path.dirname(missing)
+            if up == self._root or up in self._known_dirs or os.path.isdir(up):
+                break
+            missing = up
+        if up == self._root and not os.path.isdir(self._root):
+            os.makedirs(self._root, exist_ok=True)
         if os.path.lexists(missing):
             if os.path.isdir(missing):
                 return None  # a concurrent writer just created it: try the rename again
             raise BackendError(f"{missing}: a file is in the way of a directory")
         return missing
+
+    def _remember_dir(self, directory: str) -> None:
+        if len(self._known_dirs) >= _KNOWN_DIRS_MAX:
+            self._known_dirs.clear()
+        self._known_dirs.add(directory)
 
     def _prepare_staging(self) -> None:
         if self._staging_ready:
@@ -196,7 +218,7 @@ class FilesystemBackend(BaseBackend):
         for entry in os.scandir(self.staging):
             pid = entry.name.split("-", 1)[0]
             if pid.isdigit() and not _pid_alive(int(pid)):
-                _remove_quietly(self.staging, Path(entry.path))
+                _remove_quietly(self._staging, entry.path)
         self._staging_ready = True
 
     def _sync_dir(self, directory: Path) -> None:
@@ -222,6 +244,7 @@ class FilesystemBackend(BaseBackend):
                 os.rmdir(parent)
             except OSError:
                 break
+            self._known_dirs.discard(parent)
             parent = os.path.dirname(parent)
 
     def iter_children(self, prefix: str) -> Iterator[Entry]:
@@ -280,10 +303,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_quietly(staging: Path, path: Path) -> None:
-    if path.parent != staging:
+def _remove_quietly(staging: str, path: str) -> None:
+    if os.path.dirname(path) != staging:
         return
-    if path.is_dir() and not path.is_symlink():
+    if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
         try:
