@@ -47,11 +47,14 @@ class Capabilities:
     empty, and creates new ones together with the object that needs them.
     ``default_concurrency``: a sensible number of parallel transfers.
     ``max_object_size``: largest object one put may write, or None.
+    ``local``: operations are local system calls, not network round trips, so
+    many small operations in parallel only contend for the interpreter.
     """
 
     empty_prefixes: bool = False
     default_concurrency: int = 8
     max_object_size: int | None = None
+    local: bool = False
 
 
 @runtime_checkable

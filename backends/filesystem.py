@@ -69,7 +69,7 @@ class FilesystemBackend(BaseBackend):
         self._known_dirs: set[str] = set()
         self._names = itertools.count()
         self.url = f"file://{self.root}"
-        self.capabilities = Capabilities(empty_prefixes=True, default_concurrency=8)
+        self.capabilities = Capabilities(empty_prefixes=True, default_concurrency=8, local=True)
         self._staging_ready = False
         if self.root.exists() and not self.root.is_dir():
             raise ConfigurationError(f"{self.root} is not a directory")

@@ -35,7 +35,7 @@ class MemoryBackend(BaseBackend):
             self._objects = {}
             self.url = f"memory://{uuid.uuid4().hex}"
         self._lock = threading.Lock()
-        self.capabilities = Capabilities(empty_prefixes=False, default_concurrency=8)
+        self.capabilities = Capabilities(empty_prefixes=False, default_concurrency=8, local=True)
 
     @classmethod
     def from_url(cls, parts, query) -> "MemoryBackend":

@@ -2,11 +2,24 @@
 
 Public API: :class:`Engine` and :class:`SyncOptions` run a sync pass,
 :func:`verify_backend` checks the invariant, :class:`Report` and
-:class:`Problem` describe what happened.
+:class:`Problem` describe what happened. They are imported on first use, so
+that the command line starts quickly.
 """
 
-from .engine import Engine, SyncOptions
-from .report import Problem, Report
-from .verify import verify_backend
+from importlib import import_module
 
-__all__ = ["Engine", "SyncOptions", "Problem", "Report", "verify_backend"]
+_EXPORTS = {
+    "Engine": ".engine",
+    "SyncOptions": ".engine",
+    "Problem": ".report",
+    "Report": ".report",
+    "verify_backend": ".verify",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

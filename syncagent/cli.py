@@ -16,17 +16,14 @@ import sys
 
 from backends import BackendUnavailable, ConfigurationError, open_backend
 
-from .compare import compare
 from .engine import DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
 from .layout import Digest
 from .report import Report
-from .verify import verify_backend
-from .watch_cli import add_watch_parser, run_watch
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncagent",
         description="Replicate container registry storage safely: blobs first, tags last, everything verified.",
@@ -70,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repo", action="append", default=[], metavar="GLOB", help="only repositories matching GLOB (repeatable)")
     verify.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     _add_registry_check_options(verify, "TARGET (DST with --against)")
-    add_watch_parser(commands)
+    if argv_command == "watch":
+        from .watch_cli import add_watch_parser
+
+        add_watch_parser(commands)
+    else:  # a stand-in, so that --help lists it; the real parser loads only for `watch`
+        commands.add_parser("watch", help="the sidecar: follow a primary registry within seconds (see docs/sidecar.md)", add_help=False)
     return parser
 
 
@@ -112,6 +114,11 @@ def _registry_checker(args):
         raise ConfigurationError(str(exc)) from None
 
 
+def _command_of(arguments: list[str]) -> str | None:
+    """The subcommand named on the command line (the first argument that is not an option)."""
+    return next((a for a in arguments if not a.startswith("-")), None)
+
+
 def _percentage(text: str) -> float:
     value = float(text.rstrip("%"))
     if not 0 <= value <= 100:
@@ -127,8 +134,9 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_of(arguments))
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -136,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "watch":
+            from .watch_cli import run_watch
+
             return run_watch(args)
         if args.command == "sync":
             return _sync(args)
@@ -197,6 +207,8 @@ def _sync(args) -> int:
 
 
 def _verify(args) -> int:
+    from .verify import verify_backend
+
     if args.repair and not args.against:
         print("syncagent: --repair needs --against DST", file=sys.stderr)
         return EXIT_USAGE
@@ -221,6 +233,9 @@ def _verify(args) -> int:
 
 
 def _verify_against(args, source, dest, select, checker=None) -> int:
+    from .compare import compare
+    from .verify import verify_backend
+
     def check_dest() -> Report:
         report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)
         if checker is not None:

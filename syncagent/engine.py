@@ -85,7 +85,7 @@ class Engine:
         """Sync every repository the options select. Ctrl-C cancels cleanly and is recorded."""
         jobs = max(1, self.options.jobs)
         blob_pool = ThreadPoolExecutor(jobs, thread_name_prefix="blob")
-        repo_pool = ThreadPoolExecutor(jobs, thread_name_prefix="repo")
+        repo_pool = ThreadPoolExecutor(self._repository_workers(jobs), thread_name_prefix="repo")
         copier = self._copier(blob_pool)
         pending: set[Future] = set()
         source_repositories: set[str] = set()
@@ -119,6 +119,13 @@ class Engine:
             blob_pool.shutdown(wait=True, cancel_futures=True)
         self.report.finished = time.monotonic()
         return self.report
+
+    def _repository_workers(self, jobs: int) -> int:
+        """Repositories in flight at once: one between local stores, where reading links in
+        parallel only contends for the interpreter (blob copies still run ``jobs`` at a time);
+        ``jobs`` when either side is a network store, where each read is a round trip."""
+        local = getattr(self.source.capabilities, "local", False) and getattr(self.dest.capabilities, "local", False)
+        return 1 if local else jobs
 
     def _mark_fresh_destination(self) -> None:
         """Mark a destination this run starts filling from empty as a syncagent replica."""

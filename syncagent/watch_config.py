@@ -162,7 +162,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("delete", parse_bool, "also remove what the source no longer has, repository by repository, and repositories "
            "gone from the source at reconcile (default false; docs/deletes-and-reports.md)", "BOOL"),
     Option("max_delete", parse_percentage, "a reconcile refuses to remove more than this share of the destination's "
-           "repositories (default 50%)", "PERCENT"),
+           "repositories (default 50 percent)", "PERCENT"),
     Option("check_registry", _text, "after publishing a tag, ask this registry URL whether it serves it whole", "URL"),
     Option("registry_token_issuer", _text, "for an auth: token registry: its token issuer", "ISS"),
     Option("registry_token_service", _text, "... its token service (the audience)", "SVC"),

@@ -112,8 +112,9 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path):
     assert summary["blobs_copied"] + resumed["blobs_copied"] == tree.blobs
 
 
-@pytest.mark.parametrize("command", ["sync", "verify"])
+@pytest.mark.parametrize("command", ["sync", "verify", "watch"])
 def test_help_renders(command):
     result = syncagent(command, "--help")
     assert result.returncode == 0, result.stderr
-    assert "--json" in result.stdout
+    assert "--repo" in result.stdout
+    assert "watch" in syncagent("--help").stdout
