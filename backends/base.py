@@ -154,6 +154,11 @@ class BaseBackend:
             raise ValueError(f"{key}: object larger than {limit} bytes")
         return data
 
+    def read_prefix(self, key: str, size: int) -> bytes:
+        """At most ``size`` bytes from the start of the object (all of it if shorter)."""
+        with self.open_read(key) as stream:  # type: ignore[attr-defined]
+            return stream.read(size)
+
     def put_bytes(self, key: str, data: bytes, *, before_commit: BeforeCommit | None = None) -> ObjectInfo:
         return self.put(key, io.BytesIO(data), size=len(data), before_commit=before_commit)  # type: ignore[attr-defined]
 

@@ -61,6 +61,9 @@ def read_link(backend: Backend, key: str, *, attempts: int = LINK_READ_ATTEMPTS)
 
 def read_small(backend: Backend, key: str, limit: int) -> bytes:
     """At most ``limit`` + 1 bytes of an object (callers check for the excess)."""
+    read_prefix = getattr(backend, "read_prefix", None)  # BaseBackend's, or a faster one of the backend's
+    if read_prefix is not None:
+        return read_prefix(key, limit + 1)
     with backend.open_read(key) as stream:
         return stream.read(limit + 1)
 

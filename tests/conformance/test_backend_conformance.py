@@ -259,3 +259,12 @@ def test_concurrent_puts_into_one_new_prefix_all_land(backend_under_test):
 
 def _raise_boom() -> None:
     raise Boom("digest mismatch")
+
+
+def test_read_prefix_reads_at_most_the_asked_size(backend_under_test):
+    backend = backend_under_test.backend
+    backend.put_bytes("short/object", b"0123456789")
+    assert backend.read_prefix("short/object", 4) == b"0123"
+    assert backend.read_prefix("short/object", 100) == b"0123456789"
+    with pytest.raises(NotFound):
+        backend.read_prefix("short/missing", 10)
