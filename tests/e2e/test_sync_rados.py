@@ -42,12 +42,12 @@ import pytest
 from tests.support.components import require_tool
 from tests.support.images import Image, ImageFactory, layer, pull
 from tests.support.registry import Registry
+from tests.support.sync_checks import assert_full_sync, assert_noop_sync, fs_layout, sync_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
 MIB = 1 << 20
 V2 = "docker/registry/v2"
-REPORT_KEYS = {"tags_published", "revisions_published", "blobs_copied", "bytes_copied", "blobs_skipped", "problems"}
 BIG = 10 * MIB  # 3 chunks of the fixture's 4 MiB osd_max_object_size
 HUGE = 40 * MIB  # 11 chunks: long enough in flight to be killed in the middle of it
 IN_PROGRESS_DEADLINE = 60.0
@@ -251,43 +251,9 @@ def serve(tmp_path):
 # -- checks --------------------------------------------------------------------------
 
 
-def sync_report(result) -> dict:
-    report = result.json()
-    assert REPORT_KEYS <= set(report), f"missing {REPORT_KEYS - set(report)}\n{result.describe()}"
-    return report
-
-
-def assert_full_sync(result, pushed: Pushed) -> dict:
-    assert result.returncode == 0, result.describe()
-    report = sync_report(result)
-    assert report["problems"] == [], result.describe()
-    assert report["tags_published"] == len(pushed.tags), result.describe()
-    assert report["revisions_published"] == len(pushed.digests()), result.describe()
-    return report
-
-
-def assert_noop_sync(result) -> None:
-    assert result.returncode == 0, result.describe()
-    report = sync_report(result)
-    counts = (report["blobs_copied"], report["tags_published"], report["revisions_published"], report["problems"])
-    assert counts == (0, 0, 0, []), result.describe()
-
-
 def assert_verified(result) -> None:
     assert result.returncode == 0, result.describe()
     assert "invariant holds" in result.stdout, result.describe()
-
-
-def fs_layout(root: Path) -> dict[str, bytes | int]:
-    """The registry layout under a filesystem root: link path -> content, blob data path -> size (``_uploads`` excluded)."""
-    base = root / V2
-    found: dict[str, bytes | int] = {}
-    for path in base.rglob("*"):
-        if not path.is_file() or "_uploads" in path.parts:
-            continue
-        relative = str(path.relative_to(base))
-        found[relative] = path.read_bytes() if path.name == "link" else path.stat().st_size
-    return found
 
 
 def blob_key(digest: str) -> str:

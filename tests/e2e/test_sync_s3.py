@@ -45,11 +45,11 @@ from tests.support.components import require_tool
 from tests.support.fixtures_backend_s3 import rgw_admin_client, rgw_url
 from tests.support.images import Image, ImageFactory, layer, pull
 from tests.support.registry import Registry, S3Storage
+from tests.support.sync_checks import assert_full_sync, assert_noop_sync, fs_layout, sync_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
 V2 = "docker/registry/v2"
-REPORT_KEYS = {"tags_published", "revisions_published", "blobs_copied", "bytes_copied", "blobs_skipped", "problems"}
 BIG = 12 * 1024 * 1024  # > the 5 MiB multipart threshold of rgw_url(): three parts
 
 
@@ -219,27 +219,6 @@ def serve(tmp_path):
         registry.stop()
 
 
-def sync_report(result) -> dict:
-    report = result.json()
-    assert REPORT_KEYS <= set(report), f"missing {REPORT_KEYS - set(report)}\n{result.describe()}"
-    return report
-
-
-def assert_full_sync(result, pushed: Pushed) -> dict:
-    assert result.returncode == 0, result.describe()
-    report = sync_report(result)
-    assert report["problems"] == [], result.describe()
-    assert report["tags_published"] == len(pushed.tags), result.describe()
-    assert report["revisions_published"] == len(pushed.digests()), result.describe()
-    return report
-
-
-def assert_noop_sync(result) -> None:
-    assert result.returncode == 0, result.describe()
-    report = sync_report(result)
-    assert (report["blobs_copied"], report["tags_published"], report["revisions_published"], report["problems"]) == (0, 0, 0, []), result.describe()
-
-
 def assert_serves_like_primary(secondary: Registry, primary: Registry, pushed: Pushed, pulls: Path | None) -> None:
     """Same catalog and tags as the primary; every tag and digest servable, and pulled by skopeo with the primary's digest.
 
@@ -260,18 +239,6 @@ def assert_serves_like_primary(secondary: Registry, primary: Registry, pushed: P
             out = pulls / f"{repo.replace('/', '_')}-{digest[7:19]}"
             if not out.exists():
                 assert pull(secondary.url, repo, digest, out) == digest
-
-
-def fs_layout(root: Path) -> dict[str, bytes | int]:
-    """The registry layout under a filesystem root: link path -> content, blob data path -> size (``_uploads`` excluded)."""
-    base = root / V2
-    found: dict[str, bytes | int] = {}
-    for path in base.rglob("*"):
-        if not path.is_file() or "_uploads" in path.parts:
-            continue
-        relative = str(path.relative_to(base))
-        found[relative] = path.read_bytes() if path.name == "link" else path.stat().st_size
-    return found
 
 
 def s3_layout(buckets: Buckets, bucket: str, root: str) -> dict[str, bytes | int]:
