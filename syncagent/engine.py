@@ -24,7 +24,7 @@ from backends import Backend, BackendError, NotFound, TransientError
 from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
 from .deletes import DeleteRunner, plan_repository
 from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository
-from .layout import BLOBS_PREFIX, Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
+from .layout import BLOBS_PREFIX, Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
 from .manifest import Manifest
 from .replica import mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
@@ -74,8 +74,7 @@ class Engine:
         self.options = options
         self.report = report or Report()
         self.cancelled = threading.Event()
-        self._confirmed_blobs: set[Digest] = set()
-        self._confirmed_links: dict[str, Digest] = {}
+        self._confirmed_blobs = DigestSet()
         self._dest_has_blobs = True
 
     def cancel(self) -> None:
@@ -276,6 +275,7 @@ class _RepositorySync:
     absent_optional: set[Digest] = field(default_factory=set)
     reported: set[Digest] = field(default_factory=set)
     rechecked_tags: set[str] = field(default_factory=set)
+    confirmed_links: dict[str, Digest] = field(default_factory=dict)
 
     @property
     def report(self) -> Report:
@@ -446,7 +446,7 @@ class _RepositorySync:
                 closure,
                 absent_optional=self.absent_optional,
                 present_blobs=self.engine._confirmed_blobs,
-                confirmed_links=self.engine._confirmed_links,
+                confirmed_links=self.confirmed_links,
             )
         except BackendError as exc:
             return [f"reading the destination failed: {exc}"]
@@ -459,13 +459,13 @@ class _RepositorySync:
         """
         if self.engine.cancelled.is_set():
             raise Cancelled()
-        if self.engine._confirmed_links.get(key) == digest:
+        if self.confirmed_links.get(key) == digest:
             self.report.count("links_present")
             return
         if self.dst.tags or self.dst.revisions:
             try:
                 if read_link(self.engine.dest, key, attempts=1) == digest:
-                    self.engine._confirmed_links[key] = digest
+                    self.confirmed_links[key] = digest
                     self.report.count("links_present")
                     return
             except (NotFound, UnreadableLink):
@@ -478,7 +478,7 @@ class _RepositorySync:
             try:
                 content = format_link(digest)
                 self.engine.dest.put(key, io.BytesIO(content), size=len(content))
-                self.engine._confirmed_links[key] = digest
+                self.confirmed_links[key] = digest
                 break
             except TransientError:
                 if attempt + 1 == LINK_WRITE_ATTEMPTS:

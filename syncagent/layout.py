@@ -72,6 +72,26 @@ class Digest:
         return f"{self.algorithm}:{self.hex}"
 
 
+class DigestSet:
+    """A compact set of digests (their raw bytes: about 90 bytes an entry), for per-pass bookkeeping
+    that must stay small whatever the registry's size."""
+
+    def __init__(self) -> None:
+        self._raw: set[bytes] = set()
+
+    def add(self, digest: Digest) -> None:
+        self._raw.add(bytes.fromhex(digest.hex))
+
+    def discard(self, digest: Digest) -> None:
+        self._raw.discard(bytes.fromhex(digest.hex))
+
+    def __contains__(self, digest: object) -> bool:
+        return isinstance(digest, Digest) and bytes.fromhex(digest.hex) in self._raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
 def validate_repository(name: str) -> str:
     """Return ``name`` if it is a valid repository name, else raise InvalidPath."""
     if not name or len(name) > MAX_REPOSITORY_LENGTH:

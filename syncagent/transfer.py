@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from backends import Backend, BackendError, NotFound, TransientError
 
-from .layout import BlobData, Digest, key_of
+from .layout import BlobData, Digest, DigestSet, key_of
 from .report import Problem, Report
 
 RETRY_DELAYS = (0.2, 1.0, 3.0)
@@ -87,6 +87,15 @@ class BlobOutcome:
     problem: Problem | None = None
 
 
+def _completed(outcome: "BlobOutcome") -> Future:
+    future: Future = Future()
+    future.set_result(outcome)
+    return future
+
+
+_PRESENT = _completed(BlobOutcome(True))
+
+
 class BlobCopier:
     def __init__(
         self,
@@ -111,9 +120,9 @@ class BlobCopier:
         self.cancelled = cancelled
         self.dry_run = dry_run
         self.recopy = recopy
-        self.confirmed = confirmed if confirmed is not None else set()
+        self.confirmed = confirmed if confirmed is not None else DigestSet()
         self.dest_has_blobs = dest_has_blobs
-        self._futures: dict[Digest, Future] = {}
+        self._futures: dict[Digest, Future] = {}  # copies in flight, and failed ones
         self._lock = threading.Lock()
 
     def ensure(self, digest: Digest, content: bytes | None = None, *, fresh: bool = False) -> Future:
@@ -123,11 +132,23 @@ class BlobCopier:
         (used to repair a destination found damaged).
         """
         with self._lock:
+            if digest in self.confirmed and not fresh:
+                return _PRESENT
             future = self._futures.get(digest)
-            if future is None or (fresh and future.done()):
+            submitted = future is None or (fresh and future.done())
+            if submitted:
                 future = self.pool.submit(self._ensure, digest, content)
                 self._futures[digest] = future
+        if submitted:  # outside the lock: a copy that already finished runs the callback right here
+            future.add_done_callback(lambda done, digest=digest: self._settle(digest, done))
         return future
+
+    def _settle(self, digest: Digest, future: Future) -> None:
+        """A finished copy whose blob is confirmed on the destination is remembered as a digest only
+        (memory stays small); the others (failed, or planned in a dry run) keep their future."""
+        with self._lock:
+            if digest in self.confirmed and self._futures.get(digest) is future:
+                del self._futures[digest]
 
     def _ensure(self, digest: Digest, content: bytes | None) -> BlobOutcome:
         key = key_of(BlobData(digest))

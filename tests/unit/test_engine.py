@@ -335,3 +335,27 @@ def test_destination_damage_under_an_up_to_date_tag_is_repaired(source, tree):
     report = sync(source, dest)
     assert report.ok, report.problems
     assert verify_backend(dest).ok
+
+
+def test_copies_that_finish_before_they_are_registered_do_not_deadlock(source):
+    """A pool that runs each copy at once (as a fast one can): the copier must not wait on itself."""
+    from concurrent.futures import Future
+
+    from syncagent.transfer import BlobCopier
+
+    class InlinePool:
+        def submit(self, fn, *args):
+            future = Future()
+            future.set_result(fn(*args))
+            return future
+
+    writer = TreeWriter(source)
+    writer.image("app", [b"one", b"two"], tag="v1")
+    dest = MemoryBackend()
+    report = Engine(source, dest).report
+    copier = BlobCopier(source, dest, InlinePool(), report, threading.Event())
+    for info in source.iter_objects("docker/registry/v2/blobs/"):
+        digest = parse_key(info.key).digest
+        assert copier.ensure(digest).result().ok
+        assert copier.ensure(digest).result().ok
+    assert report.counters["blobs_copied"] == len(writer.blobs)
