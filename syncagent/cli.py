@@ -95,21 +95,13 @@ def _registry_checker(args):
 
     registry_check (requests, PyJWT, cryptography) is imported only when asked for.
     """
-    token_options = (args.registry_token_issuer, args.registry_token_service, args.registry_token_key, args.registry_token_cert)
-    if not args.check_registry:
-        if any(token_options):
-            raise ConfigurationError("the --registry-token-* options need --check-registry URL")
+    if not (args.check_registry or args.registry_token_issuer or args.registry_token_service
+            or args.registry_token_key or args.registry_token_cert):
         return None
-    from .registry_check import TokenConfigurationError, checker_from_options
+    from .registry_check import TokenConfigurationError, checker_from_settings
 
     try:
-        return checker_from_options(
-            args.check_registry,
-            issuer=args.registry_token_issuer,
-            service=args.registry_token_service,
-            key_file=args.registry_token_key,
-            cert_file=args.registry_token_cert,
-        )
+        return checker_from_settings(args)
     except TokenConfigurationError as exc:
         raise ConfigurationError(str(exc)) from None
 

@@ -583,6 +583,24 @@ def checker_from_options(
         raise TokenConfigurationError(str(exc)) from None
 
 
+def checker_from_settings(settings) -> RegistryChecker | None:
+    """A checker from anything with ``check_registry`` and ``registry_token_{issuer,service,key,cert}``
+    attributes (the command line's namespace, the sidecar's configuration); None without a URL.
+    Raises TokenConfigurationError for token options without a URL, or incomplete ones."""
+    token_options = (
+        settings.registry_token_issuer,
+        settings.registry_token_service,
+        settings.registry_token_key,
+        settings.registry_token_cert,
+    )
+    if not settings.check_registry:
+        if any(token_options):
+            raise TokenConfigurationError("the --registry-token-* options need --check-registry URL")
+        return None
+    issuer, service, key_file, cert_file = token_options
+    return checker_from_options(settings.check_registry, issuer=issuer, service=service, key_file=key_file, cert_file=cert_file)
+
+
 def check_published_tags(report, checker: RegistryChecker, *, kind: str = "not-servable") -> None:
     """Subscribe to ``report``: check each tag as soon as the engine publishes it.
 
@@ -643,6 +661,7 @@ __all__ = [
     "check_backend_tags",
     "check_published_tags",
     "checker_from_options",
+    "checker_from_settings",
     "libtrust_key_id",
     "normalize_base_url",
 ]

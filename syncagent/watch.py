@@ -39,7 +39,7 @@ from .http_service import EndpointContext, ServiceHTTPServer, make_server
 from .journal import Change, Journal, JournalError, PassRecord
 from .layout import InvalidPath, TagCurrentLink, key_of
 from .metrics import Metrics
-from .registry_check import TokenConfigurationError, check_published_tags, checker_from_options
+from .registry_check import TokenConfigurationError, check_published_tags, checker_from_settings
 from .notification_auth import Authenticator
 from .replica import mark_if_fresh
 from .report import Problem, Report
@@ -99,18 +99,10 @@ class WatchService:
         self.options = SyncOptions(
             jobs=config.jobs, repositories=config.repositories, delete=config.delete, max_delete_share=config.max_delete
         )
-        self.checker = None
-        if config.check_registry:
-            try:
-                self.checker = checker_from_options(
-                    config.check_registry,
-                    issuer=config.registry_token_issuer,
-                    service=config.registry_token_service,
-                    key_file=config.registry_token_key,
-                    cert_file=config.registry_token_cert,
-                )
-            except TokenConfigurationError as exc:
-                raise ConfigError(str(exc)) from None
+        try:
+            self.checker = checker_from_settings(config)
+        except TokenConfigurationError as exc:
+            raise ConfigError(str(exc)) from None
         self.authenticator = Authenticator(config.auth_settings()) if config.notifications else None
         self.source = source or open_backend(config.source)
         self.dest = dest or open_backend(config.destination)
