@@ -33,7 +33,7 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -42,7 +42,7 @@ import pytest
 from tests.support.components import require_tool
 from tests.support.images import Image, ImageFactory, layer, pull
 from tests.support.registry import Registry
-from tests.support.sync_checks import assert_full_sync, assert_noop_sync, fs_layout, sync_report
+from tests.support.sync_checks import Pushed, assert_full_sync, assert_noop_sync, fs_layout, sync_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
@@ -56,24 +56,6 @@ IN_PROGRESS_DEADLINE = 60.0
 # -- what was pushed --------------------------------------------------------------
 
 
-@dataclass
-class Pushed:
-    """Tags, and manifests reachable by digest only, that the primary holds."""
-
-    tags: dict[tuple[str, str], Image] = field(default_factory=dict)
-    untagged: dict[tuple[str, str], Image] = field(default_factory=dict)
-
-    @property
-    def repositories(self) -> list[str]:
-        return sorted({repo for repo, _ in self.tags} | {repo for repo, _ in self.untagged})
-
-    def digests(self) -> list[tuple[str, str]]:
-        """(repository, digest) of every manifest a client may pull by digest: tagged, untagged, index children."""
-        found: dict[tuple[str, str], None] = {}
-        for (repo, _), image in [*self.tags.items(), *self.untagged.items()]:
-            for digest in image.manifests:
-                found[(repo, digest)] = None
-        return list(found)
 
 
 @dataclass

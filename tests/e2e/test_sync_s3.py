@@ -33,7 +33,7 @@ import http.client
 import json
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
@@ -45,7 +45,7 @@ from tests.support.components import require_tool
 from tests.support.fixtures_backend_s3 import rgw_admin_client, rgw_url
 from tests.support.images import Image, ImageFactory, layer, pull
 from tests.support.registry import Registry, S3Storage
-from tests.support.sync_checks import assert_full_sync, assert_noop_sync, fs_layout, sync_report
+from tests.support.sync_checks import Pushed, assert_full_sync, assert_noop_sync, fs_layout, sync_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
@@ -56,24 +56,6 @@ BIG = 12 * 1024 * 1024  # > the 5 MiB multipart threshold of rgw_url(): three pa
 # -- what was pushed --------------------------------------------------------------
 
 
-@dataclass
-class Pushed:
-    """Tags, and manifests reachable by digest only, that a primary holds."""
-
-    tags: dict[tuple[str, str], Image] = field(default_factory=dict)
-    untagged: dict[tuple[str, str], Image] = field(default_factory=dict)
-
-    @property
-    def repositories(self) -> list[str]:
-        return sorted({repo for repo, _ in self.tags} | {repo for repo, _ in self.untagged})
-
-    def digests(self) -> list[tuple[str, str]]:
-        """(repository, digest) of every manifest a client may pull by digest: tagged, untagged, index children."""
-        found: dict[tuple[str, str], None] = {}
-        for (repo, _), image in [*self.tags.items(), *self.untagged.items()]:
-            for digest in image.manifests:
-                found[(repo, digest)] = None
-        return list(found)
 
 
 @dataclass

@@ -317,6 +317,16 @@ class Registry:
             raise RegistryError("the registry is not running")
         return f"127.0.0.1:{self.port}"
 
+    def config(self, port: int) -> dict:
+        """The registry's configuration for ``port`` (subclasses add to it)."""
+        return registry_config(
+            port, root=self.root, s3=self.s3, read_only=self.read_only, delete=self.delete,
+            notifications=self.notifications,
+        )
+
+    def _client(self) -> RegistryClient:
+        return RegistryClient(self.url)
+
     def start(self) -> "Registry":
         if self.process is not None:
             raise RegistryError("already started")
@@ -327,11 +337,7 @@ class Registry:
         last_error = ""
         for _ in range(1 if self._fixed_port else _START_ATTEMPTS):
             port = self._fixed_port or free_port()
-            config = registry_config(
-                port, root=self.root, s3=self.s3, read_only=self.read_only, delete=self.delete,
-                notifications=self.notifications,
-            )
-            self.config_path.write_text(json.dumps(config, indent=2))
+            self.config_path.write_text(json.dumps(self.config(port), indent=2))
             with open(self.log_path, "ab") as log:
                 log.write(f"--- starting on port {port}\n".encode())
                 log.flush()
@@ -342,7 +348,7 @@ class Registry:
                     start_new_session=True,
                 )
             self.port = port
-            self.api = RegistryClient(self.url)
+            self.api = self._client()
             try:
                 self._wait_ready()
                 return self

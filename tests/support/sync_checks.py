@@ -1,10 +1,33 @@
-"""Checks shared by the end-to-end sync tests: the JSON report, and a registry tree's layout as data."""
+"""Shared by the end-to-end sync tests: what was pushed, the JSON report, and a registry tree's layout as data."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.images import Image
+
 V2 = "docker/registry/v2"
+
+
+@dataclass
+class Pushed:
+    """Tags, and manifests reachable by digest only, that a primary holds."""
+
+    tags: dict[tuple[str, str], Image] = field(default_factory=dict)
+    untagged: dict[tuple[str, str], Image] = field(default_factory=dict)
+
+    @property
+    def repositories(self) -> list[str]:
+        return sorted({repo for repo, _ in self.tags} | {repo for repo, _ in self.untagged})
+
+    def digests(self) -> list[tuple[str, str]]:
+        """(repository, digest) of every manifest a client may pull by digest: tagged, untagged, index children."""
+        found: dict[tuple[str, str], None] = {}
+        for (repo, _), image in [*self.tags.items(), *self.untagged.items()]:
+            for digest in image.manifests:
+                found[(repo, digest)] = None
+        return list(found)
 
 REPORT_KEYS = {"tags_published", "revisions_published", "blobs_copied", "bytes_copied", "blobs_skipped", "problems"}
 

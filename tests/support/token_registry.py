@@ -17,17 +17,13 @@ mint their own tokens with the registry's signing key.
 from __future__ import annotations
 
 import datetime
-import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from tests.support.registry import Registry, RegistryClient, RegistryError, free_port, registry_config
-
-_START_ATTEMPTS = 3
+from tests.support.registry import Registry, RegistryClient
 
 
 @dataclass(frozen=True)
@@ -106,38 +102,9 @@ class TokenRegistry(Registry):
         self.token = token
 
     def config(self, port: int) -> dict:
-        config = registry_config(port, root=self.root, s3=self.s3, read_only=self.read_only, delete=self.delete,
-                                 notifications=self.notifications)
+        config = super().config(port)
         config["auth"] = self.token.config()
         return config
 
-    def start(self) -> "TokenRegistry":
-        if self.process is not None:
-            raise RegistryError("already started")
-        if self.root is not None:
-            self.root.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.pop("AWS_CA_BUNDLE", None)
-        last_error = ""
-        for _ in range(1 if self._fixed_port else _START_ATTEMPTS):
-            port = self._fixed_port or free_port()
-            self.config_path.write_text(json.dumps(self.config(port), indent=2))
-            with open(self.log_path, "ab") as log:
-                log.write(f"--- starting on port {port}\n".encode())
-                log.flush()
-                self._log_offset = log.tell()
-                self.process = subprocess.Popen(
-                    [self.binary, "serve", str(self.config_path)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                )
-            self.port = port
-            self.api = _AuthClient(self.url)
-            try:
-                self._wait_ready()
-                return self
-            except RegistryError as exc:
-                last_error = str(exc)
-                self.stop()
-                if "address already in use" not in last_error:
-                    break
-        raise RegistryError(last_error)
+    def _client(self) -> RegistryClient:
+        return _AuthClient(self.url)
