@@ -85,13 +85,13 @@ class Engine:
         jobs = max(1, self.options.jobs)
         blob_pool = ThreadPoolExecutor(jobs, thread_name_prefix="blob")
         repo_pool = ThreadPoolExecutor(self._repository_workers(jobs), thread_name_prefix="repo")
-        copier = self._copier(blob_pool)
         pending: set[Future] = set()
         source_repositories: set[str] = set()
         source_listed = False
         try:
             self._mark_fresh_destination()
             self._dest_has_blobs = self._destination_has_blobs()
+            copier = self._copier(blob_pool)
             try:
                 for repository in iter_repositories(self.source, self.report.add_problem):
                     source_repositories.add(repository)

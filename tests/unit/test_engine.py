@@ -144,6 +144,32 @@ def test_resync_copies_nothing_and_shared_blobs_are_copied_once(source):
     assert second.counters["links_written"] == 0
 
 
+class CountingStats(MemoryBackend):
+    """A destination that records the keys it is asked to stat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats: list[str] = []
+
+    def stat(self, key):
+        self.stats.append(key)
+        return super().stat(key)
+
+
+def test_a_destination_without_blob_data_gets_no_blob_stats(source, tree):
+    dest = CountingStats()
+    report = sync(source, dest, jobs=4)
+    assert report.ok, report.problems
+    assert report.counters["blobs_copied"] == tree.blobs
+    assert [key for key in dest.stats if key.startswith("docker/registry/v2/blobs/")] == []
+    seeded = CountingStats()  # holds blob data already: every blob is looked at before it is copied
+    first = next(iter(source.iter_objects("docker/registry/v2/blobs/")))
+    seeded.put_bytes(first.key, source.read_bytes(first.key))
+    report = sync(source, seeded, jobs=4)
+    assert report.counters["blobs_skipped"] == 1
+    assert len({key for key in seeded.stats if key.startswith("docker/registry/v2/blobs/")}) == tree.blobs
+
+
 def test_blobs_already_present_with_right_size_are_not_copied(source, tree):
     dest = MemoryBackend()
     blobs = [i for i in source.iter_objects("docker/registry/v2/blobs/")]
