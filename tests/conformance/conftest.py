@@ -20,7 +20,7 @@ _SUPPORT = Path(__file__).parent.parent / "support"
 KINDS = ["memory", "file"] + sorted(p.stem.removeprefix("fixtures_backend_") for p in _SUPPORT.glob("fixtures_backend_*.py"))
 
 
-CEPH_KINDS = {"s3", "rados"}
+CEPH_KINDS = {"s3", "s3_boto3", "rados"}
 
 
 @pytest.fixture(params=[pytest.param(kind, marks=pytest.mark.ceph) if kind in CEPH_KINDS else kind for kind in KINDS])

@@ -69,14 +69,20 @@ def rgw_admin_client(cluster):
 
 @pytest.fixture
 def s3_backend_factory(s3_credentials):
-    client = rgw_admin_client(s3_credentials)
+    """Backends whose single-request uploads go through the CRT (required: CI installs boto3[crt])."""
+    yield from backend_factory(s3_credentials, put_client="crt")
+
+
+def backend_factory(cluster, **options):
+    """Yield a factory of fresh backends on ``cluster`` (URL ``options`` added); remove their buckets after."""
+    client = rgw_admin_client(cluster)
     made: list[str] = []
 
     def make() -> BackendUnderTest:
         bucket = f"syncagent-test-{uuid.uuid4().hex[:16]}"
         client.create_bucket(Bucket=bucket)
         made.append(bucket)
-        backend = open_backend(rgw_url(s3_credentials, bucket))
+        backend = open_backend(rgw_url(cluster, bucket, **options))
 
         def leftovers() -> list[str]:
             uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=f"{ROOT}/").get("Uploads", [])

@@ -1,0 +1,141 @@
+"""The S3 backend's CRT upload path: when it is chosen, its error translation, and that it is really used."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from awscrt.exceptions import AwsCrtError
+from awscrt.s3 import S3ResponseError
+
+from backends import BackendError, ConfigurationError, NotFound, PermissionDenied, TransientError, open_backend
+from backends.s3_crt import translate_crt_error
+
+ENDPOINT = "endpoint_url=http://127.0.0.1:7480&addressing_style=path"
+
+
+@pytest.fixture
+def fake_credentials(monkeypatch, tmp_path):
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                 "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret")
+
+
+def response_error(status: int, code: str, message: str = "") -> S3ResponseError:
+    body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+    return S3ResponseError(code=14343, name="AWS_ERROR_S3_INVALID_RESPONSE_STATUS", message="Invalid response status from request",
+                           status_code=status, headers=[], body=body, operation_name="PutObject")
+
+
+@pytest.mark.parametrize(
+    "status, code, expected",
+    [
+        (403, "AccessDenied", PermissionDenied),
+        (403, "SignatureDoesNotMatch", PermissionDenied),
+        (404, "NoSuchBucket", NotFound),
+        (503, "SlowDown", TransientError),
+        (500, "InternalError", TransientError),
+        (400, "InvalidArgument", BackendError),
+    ],
+)
+def test_error_responses_are_classified_like_boto3s(status, code, expected):
+    error = translate_crt_error(response_error(status, code, "the detail"), "a/b")
+    assert type(error) is expected
+    assert error.key == "a/b"
+    assert str(error) == f"a/b: PutObject failed: {code}: the detail"
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("AWS_IO_SOCKET_CONNECTION_REFUSED", TransientError),
+        ("AWS_ERROR_HTTP_CONNECTION_CLOSED", TransientError),
+        ("AWS_IO_DNS_QUERY_FAILED", TransientError),
+        ("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", BackendError),
+        ("AWS_AUTH_CREDENTIALS_PROVIDER_DELEGATE_FAILURE", PermissionDenied),
+        ("AWS_ERROR_S3_INVALID_CONTENT_LENGTH_HEADER", BackendError),
+    ],
+)
+def test_client_side_errors(name, expected):
+    error = translate_crt_error(AwsCrtError(1, name, "what happened"), "k")
+    assert type(error) is expected
+    assert name in str(error)
+    if "TLS" in name:
+        assert "ca_bundle" in str(error)
+
+
+def test_auto_uses_the_crt_when_it_can(fake_credentials):
+    backend = open_backend(f"s3://bucket/root?{ENDPOINT}")
+    assert backend._crt is not None
+    backend.close()
+
+
+@pytest.mark.parametrize(
+    "query, environment",
+    [
+        ("put_client=boto3", {}),
+        ("max_attempts=1", {}),
+        ("", {"HTTPS_PROXY": "http://proxy.example:3128"}),
+        ("", {"http_proxy": "http://proxy.example:3128"}),
+    ],
+)
+def test_auto_falls_back_to_boto3(fake_credentials, monkeypatch, query, environment):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    backend = open_backend(f"s3://bucket/root?{ENDPOINT}&{query}")
+    assert backend._crt is None
+    backend.close()
+
+
+def test_auto_without_credentials_falls_back_to_boto3(fake_credentials, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    backend = open_backend(f"s3://bucket/root?{ENDPOINT}")
+    assert backend._crt is None
+    with pytest.raises(PermissionDenied, match="no usable AWS credentials"):
+        backend.put_bytes("k", b"1")
+    backend.close()
+
+
+def test_crt_demanded_but_impossible_is_a_configuration_error(fake_credentials, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    with pytest.raises(ConfigurationError, match="put_client=crt: a proxy is configured"):
+        open_backend(f"s3://bucket/root?{ENDPOINT}&put_client=crt")
+    with pytest.raises(ConfigurationError, match="put_client"):
+        open_backend(f"s3://bucket/root?{ENDPOINT}&put_client=curl")
+
+
+def test_unreachable_endpoint_is_transient(fake_credentials):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = unused.getsockname()[1]
+        backend = open_backend(f"s3://bucket/root?endpoint_url=http://127.0.0.1:{port}&addressing_style=path&put_client=crt&max_attempts=2")
+        with pytest.raises(TransientError) as raised:
+            backend.put_bytes("x", b"1")
+        assert "very-secret" not in str(raised.value)
+        backend.close()
+
+
+# -- against the session's RGW -------------------------------------------------------
+
+
+@pytest.mark.ceph
+@pytest.mark.parametrize("put_client, through_boto3", [("crt", []), ("boto3", ["PutObject"])])
+def test_small_puts_take_the_chosen_path(s3_credentials, put_client, through_boto3):
+    from tests.support.fixtures_backend_s3 import backend_factory
+
+    factory = backend_factory(s3_credentials, put_client=put_client)
+    made = next(factory)()
+    backend = made.backend
+    calls: list[str] = []
+    backend._client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    backend.put_bytes("docker/registry/v2/repositories/a/b_c.d-e/_manifests/tags/v1.0/current/link", b"sha256:" + b"0" * 64)
+    assert calls == through_boto3
+    assert backend.read_bytes("docker/registry/v2/repositories/a/b_c.d-e/_manifests/tags/v1.0/current/link") == b"sha256:" + b"0" * 64
+    backend.close()
+    next(factory, None)
