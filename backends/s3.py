@@ -60,7 +60,7 @@ from .errors import (
     TransientError,
 )
 from .options import option, parse_options
-from .s3_crt import make_crt_uploads
+from .s3_crt import WrongRegion, make_crt_uploads
 from .s3_errors import response_error
 
 try:
@@ -241,10 +241,15 @@ class S3Backend(BaseBackend):
             return self._put_multipart(key, object_key, data, head, size, before_commit)
         if before_commit is not None:
             before_commit()
-        if self._crt is not None:
-            self._crt.put(key, object_key, head)
-        else:
-            self._call(self._client.put_object, key, Key=object_key, Body=head)
+        crt = self._crt
+        if crt is not None:
+            try:
+                crt.put(key, object_key, head)
+                return ObjectInfo(key, len(head))
+            except WrongRegion as exc:
+                log.info("%s: %s; single-request uploads go through boto3 from now on", self.url, exc)
+                self._crt = None
+        self._call(self._client.put_object, key, Key=object_key, Body=head)
         return ObjectInfo(key, len(head))
 
     def _put_multipart(self, key: str, object_key: str, data: BinaryIO, head: bytes, size: int | None,

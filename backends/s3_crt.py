@@ -61,8 +61,16 @@ log = logging.getLogger(__name__)
 PROBE_KEY = "syncagent-url-probe"
 _SINGLE_PUT_LIMIT = 5 * 1024 * 1024 * 1024  # never let the CRT split one of our bodies into parts
 _CANCEL_WAIT = 10.0
+# S3's answers when a request went to the wrong region (AWS buckets outside the client's region).
+# boto3 follows them (it finds the bucket's region and signs again); the CRT path hands the
+# put back to boto3 instead, and from then on leaves that backend's puts to it.
+_WRONG_REGION_CODES = {"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
 _XML_CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _XML_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
+
+
+class WrongRegion(BackendError):
+    """S3 redirected the CRT's request to another region or endpoint: boto3 should take over."""
 
 
 class CrtUploads:
@@ -122,7 +130,10 @@ def translate_crt_error(exc: BaseException, key: str | None) -> BackendError:
     if isinstance(exc, S3ResponseError):
         body = exc.body or b""
         code = _first(_XML_CODE, body)
-        return response_error(exc.operation_name or "PutObject", code, int(exc.status_code or 0), _first(_XML_MESSAGE, body), key)
+        status = int(exc.status_code or 0)
+        if code in _WRONG_REGION_CODES or status in (301, 307):
+            return WrongRegion(f"{where}: PutObject was redirected: {code or f'HTTP {status}'}", key=key)
+        return response_error(exc.operation_name or "PutObject", code, status, _first(_XML_MESSAGE, body), key)
     if isinstance(exc, awscrt.exceptions.AwsCrtError):
         name = exc.name or ""
         message = f"{where}: PutObject failed: {name}: {exc.message}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 
 import pytest
 from awscrt.exceptions import AwsCrtError
@@ -139,3 +141,44 @@ def test_small_puts_take_the_chosen_path(s3_credentials, put_client, through_bot
     assert backend.read_bytes("docker/registry/v2/repositories/a/b_c.d-e/_manifests/tags/v1.0/current/link") == b"sha256:" + b"0" * 64
     backend.close()
     next(factory, None)
+
+
+class _RedirectingCrt(http.server.BaseHTTPRequestHandler):
+    """Answers the CRT's PUTs as S3 does for a bucket in another region; accepts boto3's."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[str] = []
+
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        client = "crt" if "CRTS3NativeClient" in self.headers.get("User-Agent", "") else "boto3"
+        self.seen.append(client)
+        if client == "crt":
+            body = b"<?xml version='1.0'?><Error><Code>PermanentRedirect</Code><Message>use eu-west-1</Message></Error>"
+            self.send_response(301)
+        else:
+            body = b""
+            self.send_response(200)
+            self.send_header("ETag", '"0"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_redirect_hands_the_put_to_boto3_and_leaves_it_there(fake_credentials):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RedirectingCrt)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = open_backend(f"s3://bucket/root?endpoint_url=http://127.0.0.1:{server.server_address[1]}&addressing_style=path")
+        assert backend._crt is not None
+        backend.put_bytes("a", b"1")
+        backend.put_bytes("b", b"2")
+        assert _RedirectingCrt.seen == ["crt", "boto3", "boto3"]
+        assert backend._crt is None
+        backend.close()
+    finally:
+        server.shutdown()
+        server.server_close()
