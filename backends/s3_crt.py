@@ -103,8 +103,7 @@ class CrtUploads:
 
     def put(self, key: str, object_key: str, body: bytes) -> None:
         """Store ``body`` at ``object_key`` in one PutObject; typed errors name ``key``."""
-        crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode("ascii")
-        headers = HttpHeaders([("Host", self._host), ("Content-Length", str(len(body))), ("x-amz-checksum-crc32", crc)])
+        headers = HttpHeaders([("Host", self._host), ("Content-Length", str(len(body))), ("x-amz-checksum-crc32", crc32_header(body))])
         request = HttpRequest("PUT", self._path_prefix + quote(object_key, safe="/~"), headers, io.BytesIO(body))
         try:
             upload = self._client.make_request(type=S3RequestType.PUT_OBJECT, request=request,
@@ -122,6 +121,11 @@ class CrtUploads:
 
     def close(self) -> None:
         self._client = None  # the CRT shuts the client down once the last reference is gone
+
+
+def crc32_header(body: bytes) -> str:
+    """The ``x-amz-checksum-crc32`` value S3 checks the body against: base64 of the big-endian CRC32."""
+    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode("ascii")
 
 
 def translate_crt_error(exc: BaseException, key: str | None) -> BackendError:

@@ -11,7 +11,7 @@ from awscrt.exceptions import AwsCrtError
 from awscrt.s3 import S3ResponseError
 
 from backends import BackendError, ConfigurationError, NotFound, PermissionDenied, TransientError, open_backend
-from backends.s3_crt import translate_crt_error
+from backends.s3_crt import crc32_header, translate_crt_error
 
 ENDPOINT = "endpoint_url=http://127.0.0.1:7480&addressing_style=path"
 
@@ -69,6 +69,15 @@ def test_client_side_errors(name, expected):
     assert name in str(error)
     if "TLS" in name:
         assert "ca_bundle" in str(error)
+
+
+@pytest.mark.parametrize("body", [b"", b"sha256:" + b"0" * 64, bytes(range(256)) * 4099])
+def test_the_checksum_header_is_the_one_botocore_sends(body):
+    from botocore.httpchecksum import Crc32Checksum
+
+    expected = Crc32Checksum()
+    expected.update(body)
+    assert crc32_header(body) == expected.b64digest()
 
 
 def test_auto_uses_the_crt_when_it_can(fake_credentials):
