@@ -162,6 +162,8 @@ class ServabilityChecker:
                         for tag in client.tags(repository):
                             problems = client.servable_problems(repository, tag)
                             self.checked += 1
+                            if problems and self._deleted_whole(client, repository, tag, problems):
+                                continue
                             if problems:
                                 self.failures.append(f"{repository}:{tag}: {problems}")
                     self.sweeps += 1
@@ -171,6 +173,15 @@ class ServabilityChecker:
                 self._stop.wait(0.02)
         finally:
             client.close()
+
+    @staticmethod
+    def _deleted_whole(client, repository: str, tag: str, problems: list[str]) -> bool:
+        """The tag was deleted (``watch --delete``) between the listing and the pull: the registry
+        answers "tag unknown" (not "revision unknown") and no longer lists it. A tag that is
+        still listed, or whose revision is what is missing, stays a failure."""
+        if len(problems) != 1 or "HTTP 404" not in problems[0] or f'"Tag":"{tag}"' not in problems[0]:
+            return False
+        return tag not in client.tags(repository)
 
     def stop(self) -> None:
         self._stop.set()
