@@ -60,7 +60,7 @@ from .errors import (
     TransientError,
 )
 from .options import option, parse_options
-from .s3_crt import WrongRegion, make_crt_uploads
+from .s3_crt import HandBack, make_crt_uploads
 from .s3_errors import response_error
 
 try:
@@ -246,7 +246,7 @@ class S3Backend(BaseBackend):
             try:
                 crt.put(key, object_key, head)
                 return ObjectInfo(key, len(head))
-            except WrongRegion as exc:
+            except HandBack as exc:
                 log.info("%s: %s; single-request uploads go through boto3 from now on", self.url, exc)
                 self._crt = None
         self._call(self._client.put_object, key, Key=object_key, Body=head)

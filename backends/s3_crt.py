@@ -62,15 +62,21 @@ PROBE_KEY = "syncagent-url-probe"
 _SINGLE_PUT_LIMIT = 5 * 1024 * 1024 * 1024  # never let the CRT split one of our bodies into parts
 _CANCEL_WAIT = 10.0
 # S3's answers when a request went to the wrong region (AWS buckets outside the client's region).
-# boto3 follows them (it finds the bucket's region and signs again); the CRT path hands the
-# put back to boto3 instead, and from then on leaves that backend's puts to it.
+# boto3 follows them (it finds the bucket's region and signs again): see HandBack.
 _WRONG_REGION_CODES = {"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
 _XML_CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _XML_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 
 
-class WrongRegion(BackendError):
-    """S3 redirected the CRT's request to another region or endpoint: boto3 should take over."""
+class HandBack(BackendError):
+    """The CRT cannot do this backend's puts; boto3 should take over (and keep them).
+
+    Two cases: S3 redirected the request to another region or endpoint (boto3
+    follows redirects), or the TLS handshake failed. The CRT's TLS library
+    (s2n) waits 10-30 s after a failed handshake before it reports it, and it
+    checks certificates against the system's trust store where boto3 uses
+    certifi's, so boto3 reports the certificate problem, or gets through.
+    """
 
 
 class CrtUploads:
@@ -136,13 +142,13 @@ def translate_crt_error(exc: BaseException, key: str | None) -> BackendError:
         code = _first(_XML_CODE, body)
         status = int(exc.status_code or 0)
         if code in _WRONG_REGION_CODES or status in (301, 307):
-            return WrongRegion(f"{where}: PutObject was redirected: {code or f'HTTP {status}'}", key=key)
+            return HandBack(f"{where}: PutObject was redirected: {code or f'HTTP {status}'}", key=key)
         return response_error(exc.operation_name or "PutObject", code, status, _first(_XML_MESSAGE, body), key)
     if isinstance(exc, awscrt.exceptions.AwsCrtError):
         name = exc.name or ""
         message = f"{where}: PutObject failed: {name}: {exc.message}"
         if "TLS" in name:
-            return BackendError(f"{message} (check the endpoint's certificate, ?ca_bundle= or ?verify=)", key=key)
+            return HandBack(f"{message} (check the endpoint's certificate, ?ca_bundle= or ?verify=)", key=key)
         if name.startswith("AWS_AUTH") or "CREDENTIALS" in name:
             return PermissionDenied(f"{message} (no usable AWS credentials?)", key=key)
         if name.startswith(("AWS_IO_SOCKET", "AWS_IO_DNS", "AWS_ERROR_HTTP", "AWS_IO_")) or "TIMEOUT" in name or "SLOW_DOWN" in name:

@@ -11,7 +11,7 @@ from awscrt.exceptions import AwsCrtError
 from awscrt.s3 import S3ResponseError
 
 from backends import BackendError, ConfigurationError, NotFound, PermissionDenied, TransientError, open_backend
-from backends.s3_crt import crc32_header, translate_crt_error
+from backends.s3_crt import HandBack, crc32_header, translate_crt_error
 
 ENDPOINT = "endpoint_url=http://127.0.0.1:7480&addressing_style=path"
 
@@ -58,7 +58,7 @@ def test_error_responses_are_classified_like_boto3s(status, code, expected):
         ("AWS_IO_SOCKET_CONNECTION_REFUSED", TransientError),
         ("AWS_ERROR_HTTP_CONNECTION_CLOSED", TransientError),
         ("AWS_IO_DNS_QUERY_FAILED", TransientError),
-        ("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", BackendError),
+        ("AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", HandBack),
         ("AWS_AUTH_CREDENTIALS_PROVIDER_DELEGATE_FAILURE", PermissionDenied),
         ("AWS_ERROR_S3_INVALID_CONTENT_LENGTH_HEADER", BackendError),
     ],
@@ -191,3 +191,114 @@ def test_a_redirect_hands_the_put_to_boto3_and_leaves_it_there(fake_credentials)
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- TLS: the same verification options on both upload paths ------------------------------
+
+
+def _certificates(directory):
+    """A CA and a server certificate it signs for 127.0.0.1, as PEM files: (ca, cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def build(subject, issuer, public_key, signing_key, *, ca):
+        builder = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "syncagent test CA")])
+    server_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    ca = build(ca_name, ca_name, ca_key.public_key(), ca_key, ca=True)
+    server = build(server_name, ca_name, server_key.public_key(), ca_key, ca=False)
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return paths
+
+
+class _AcceptingS3(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list[str] = []
+
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.seen.append("crt" if "CRTS3NativeClient" in self.headers.get("User-Agent", "") else "boto3")
+        self.send_response(200)
+        self.send_header("ETag", '"0"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def https_s3(tmp_path):
+    import ssl
+
+    ca, cert, key = _certificates(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AcceptingS3)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _AcceptingS3.seen = []
+    yield f"https://127.0.0.1:{server.server_address[1]}", ca
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("put_client", ["crt", "boto3"])
+def test_tls_verification_options_apply_to_both_paths(fake_credentials, https_s3, put_client):
+    endpoint, ca = https_s3
+    url = f"s3://bucket/root?endpoint_url={endpoint}&addressing_style=path&put_client={put_client}"
+    with_ca = open_backend(f"{url}&ca_bundle={ca}")
+    with_ca.put_bytes("a", b"1")
+    with_ca.close()
+    unverified = open_backend(f"{url}&verify=false")
+    unverified.put_bytes("c", b"3")
+    unverified.close()
+    assert _AcceptingS3.seen == [put_client, put_client]
+
+
+def test_an_untrusted_certificate_is_a_clear_error(fake_credentials, https_s3):
+    endpoint, _ = https_s3
+    backend = open_backend(f"s3://bucket/root?endpoint_url={endpoint}&addressing_style=path&put_client=boto3")
+    with pytest.raises(BackendError) as raised:
+        backend.put_bytes("b", b"2")
+    assert "ca_bundle" in str(raised.value)
+    backend.close()
+    assert _AcceptingS3.seen == []
+
+
+def test_a_tls_failure_of_the_crt_hands_the_puts_to_boto3(fake_credentials, https_s3, monkeypatch):
+    """The CRT's TLS library reports a failed handshake only after 10-30 s, so the failure itself
+    is simulated here; boto3 then meets the same untrusted certificate and says so."""
+    endpoint, _ = https_s3
+    backend = open_backend(f"s3://bucket/root?endpoint_url={endpoint}&addressing_style=path&put_client=crt")
+
+    def failing_handshake(key, object_key, body):
+        raise translate_crt_error(AwsCrtError(1029, "AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE", "TLS (SSL) negotiation failed"), key)
+
+    monkeypatch.setattr(backend._crt, "put", failing_handshake)
+    with pytest.raises(BackendError) as raised:
+        backend.put_bytes("b", b"2")
+    assert "ca_bundle" in str(raised.value) and "AWS_IO_TLS" not in str(raised.value)
+    assert backend._crt is None
+    backend.close()
