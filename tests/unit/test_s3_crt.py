@@ -264,6 +264,7 @@ def https_s3(tmp_path):
     server.server_close()
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # verify=false, on purpose
 @pytest.mark.parametrize("put_client", ["crt", "boto3"])
 def test_tls_verification_options_apply_to_both_paths(fake_credentials, https_s3, put_client):
     endpoint, ca = https_s3
