@@ -11,7 +11,9 @@ Atomic puts follow from S3 itself: an object becomes visible whole, when its
 PutObject or CompleteMultipartUpload succeeds, and not before.
 
 * Objects up to ``multipart_threshold`` bytes are read into memory, then
-  ``before_commit()`` runs, then one PutObject stores them.
+  ``before_commit()`` runs, then one PutObject stores them: sent by the AWS
+  CRT's S3 client when it can be used (``put_client``; see
+  ``backends/s3_crt.py``), else by boto3.
 * Larger objects go through a multipart upload driven here:
   CreateMultipartUpload, UploadPart calls on a thread pool, ``before_commit()``
   once every part is stored, then CompleteMultipartUpload. On any failure --
@@ -34,8 +36,10 @@ are uploaded by one pool of ``max_concurrency`` threads per backend.
 Reads stream: ``open_read`` returns a thin wrapper around the response's
 StreamingBody that translates errors raised while reading.
 
-Every SDK error goes through :func:`translate_error`. Errors raised by the
-caller's stream or by ``before_commit`` are never translated.
+Every SDK error goes through :func:`translate_error` (the CRT's through
+``translate_crt_error``; both classify S3 error codes with
+``backends/s3_errors.py``). Errors raised by the caller's stream or by
+``before_commit`` are never translated.
 """
 
 from __future__ import annotations
