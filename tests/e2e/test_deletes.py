@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ import requests
 from syncagent.registry_check import RegistryChecker
 from tests.support.images import Image, ImageFactory, layer, pull
 from tests.support.registry import Registry
+from tests.support.sync_checks import Pushed
 
 pytestmark = pytest.mark.e2e
 
@@ -119,28 +119,6 @@ def problems_of(result, kind: str | None = None) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- what was pushed
-
-
-@dataclass
-class Pushed:
-    tags: dict[tuple[str, str], Image] = field(default_factory=dict)
-    untagged: dict[tuple[str, str], Image] = field(default_factory=dict)
-
-    def tag(self, images: ImageFactory, registry: Registry, image: Image, repo: str, tag: str) -> None:
-        images.push(image, registry.url, repo, tag)
-        self.tags[(repo, tag)] = image
-
-    def by_digest(self, images: ImageFactory, registry: Registry, image: Image, repo: str) -> None:
-        images.push(image, registry.url, repo)
-        self.untagged[(repo, image.digest)] = image
-
-    def digests(self) -> set[tuple[str, str]]:
-        """(repo, digest) of every manifest a client may fetch by digest: tagged, untagged, index children."""
-        return {(repo, d) for (repo, _), image in [*self.tags.items(), *self.untagged.items()] for d in image.manifests}
-
-    @property
-    def repositories(self) -> list[str]:
-        return sorted({r for r, _ in self.tags} | {r for r, _ in self.untagged})
 
 
 def assert_serves_exactly(secondary: Registry, primary: Registry, pushed: Pushed) -> None:
@@ -358,7 +336,7 @@ def test_a_reader_never_sees_a_listed_tag_lose_its_closure_while_deletes_run(
     doomed_images.append(("fleet/multi", index))
     doomed_manifests = {(repo, image.digest) for repo, image in doomed_images}
     doomed = {key for key, image in pushed.tags.items() if (key[0], image.digest) in doomed_manifests} | doomed_manifests
-    every_digest = pushed.digests()
+    every_digest = set(pushed.digests())
     for repo, image in doomed_images:
         primary.api.delete_manifest(repo, image.digest)  # and with it every tag that points to it
     for key in [key for key in pushed.tags if key in doomed]:

@@ -9,72 +9,26 @@ no moment list a tag it cannot serve.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.images import Image, ImageFactory, layer, pull
+from tests.support.images import ImageFactory, layer, pull
 from tests.support.registry import Registry
+from tests.support.sync_checks import Pushed, build_images, push_images, sync_report
+
+PROBLEM_KEYS = {"kind", "repository", "tag", "digest", "reason"}
 
 pytestmark = pytest.mark.e2e
 
 V2 = ("docker", "registry", "v2")
-REPORT_KEYS = {"tags_published", "revisions_published", "blobs_copied", "bytes_copied", "blobs_skipped", "problems"}
-PROBLEM_KEYS = {"kind", "repository", "tag", "digest", "reason"}
-
-
-def sync_report(result) -> dict:
-    """The --json report of a sync, with the keys the CLI promises."""
-    report = result.json()
-    assert REPORT_KEYS <= set(report), f"missing {REPORT_KEYS - set(report)}\n{result.describe()}"
-    return report
-
-
-@dataclass
-class Pushed:
-    """What a test pushed to the primary: tags, and manifests reachable by digest only."""
-
-    tags: dict[tuple[str, str], Image] = field(default_factory=dict)
-    untagged: dict[tuple[str, str], Image] = field(default_factory=dict)
-
-    def tag(self, images: ImageFactory, registry: Registry, image: Image, repo: str, tag: str) -> None:
-        images.push(image, registry.url, repo, tag)
-        self.tags[(repo, tag)] = image
-
-    def by_digest(self, images: ImageFactory, registry: Registry, image: Image, repo: str) -> None:
-        images.push(image, registry.url, repo)
-        self.untagged[(repo, image.digest)] = image
-
-    @property
-    def repositories(self) -> list[str]:
-        return sorted({repo for repo, _ in self.tags} | {repo for repo, _ in self.untagged})
-
-    def digests(self) -> list[tuple[str, str]]:
-        """(repository, digest) of every manifest a client may fetch by digest: tagged, untagged, index children."""
-        found: dict[tuple[str, str], None] = {}
-        for (repo, _), image in [*self.tags.items(), *self.untagged.items()]:
-            for digest in image.manifests:
-                found[(repo, digest)] = None
-        return list(found)
 
 
 def push_standard_set(images: ImageFactory, primary: Registry) -> Pushed:
     """A single-platform image, a two-platform OCI index, two repositories sharing layers,
     a nested repository name with two tags on one manifest, and an untagged manifest."""
-    pushed = Pushed()
-    base, runtime = layer("base"), layer("shared-runtime", size=6000, files=3)
-    pushed.tag(images, primary, images.image("single", [base, layer("single")]), "library/single", "v1")
-    amd64 = images.image("multi-amd64", [base, layer("multi-amd64")], architecture="amd64")
-    arm64 = images.image("multi-arm64", [base, layer("multi-arm64")], architecture="arm64")
-    pushed.tag(images, primary, images.index("multi", [amd64, arm64]), "library/multi", "v1")
-    pushed.tag(images, primary, images.image("alpha", [base, runtime, layer("alpha")]), "team/alpha", "v1")
-    pushed.tag(images, primary, images.image("beta", [base, runtime, layer("beta")]), "team/beta", "v1")
-    nested = images.image("nested", [layer("nested", files=2)])
-    pushed.tag(images, primary, nested, "group/sub/app", "v1")
-    pushed.tag(images, primary, nested, "group/sub/app", "latest")
-    pushed.by_digest(images, primary, images.image("orphan", [base, layer("orphan")]), "library/single")
-    return pushed
+    return push_images(images, build_images(images, {}), primary)
 
 
 def blob_files(root: Path) -> dict[str, int]:

@@ -42,7 +42,7 @@ import pytest
 from tests.support.components import require_tool
 from tests.support.images import Image, ImageFactory, layer, pull
 from tests.support.registry import Registry
-from tests.support.sync_checks import Pushed, assert_full_sync, assert_noop_sync, fs_layout, sync_report
+from tests.support.sync_checks import Pushed, assert_full_sync, assert_noop_sync, build_images, fs_layout, push_images, sync_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
@@ -54,8 +54,6 @@ IN_PROGRESS_DEADLINE = 60.0
 
 
 # -- what was pushed --------------------------------------------------------------
-
-
 
 
 @dataclass
@@ -70,22 +68,9 @@ class Primary:
         return self.registry.root
 
 
-def build_images(factory: ImageFactory) -> dict[str, Image]:
-    """A single-platform image, a two-platform index, two images sharing layers, a nested one,
-    one pushed by digest only, and two with layers larger than one RADOS object."""
-    base, runtime = layer("base"), layer("shared-runtime", size=6000, files=3)
-    amd64 = factory.image("multi-amd64", [base, layer("multi-amd64")], architecture="amd64")
-    arm64 = factory.image("multi-arm64", [base, layer("multi-arm64")], architecture="arm64")
-    return {
-        "single": factory.image("single", [base, layer("single")]),
-        "multi": factory.index("multi", [amd64, arm64]),
-        "alpha": factory.image("alpha", [base, runtime, layer("alpha")]),
-        "beta": factory.image("beta", [base, runtime, layer("beta")]),
-        "nested": factory.image("nested", [layer("nested", files=2)]),
-        "orphan": factory.image("orphan", [base, layer("orphan")]),
-        "big": factory.image("big", [base, layer("big", size=BIG)]),
-        "huge": factory.image("huge", [layer("huge", size=HUGE)]),
-    }
+def large_layers() -> dict[str, list]:
+    """Two images with layers larger than one RADOS object."""
+    return {"big": [layer("base"), layer("big", size=BIG)], "huge": [layer("huge", size=HUGE)]}
 
 
 @pytest.fixture(scope="module")
@@ -93,24 +78,10 @@ def primary(tmp_path_factory) -> Primary:
     for tool in ("docker-registry", "skopeo", "umoci"):
         require_tool(tool)
     factory = ImageFactory(tmp_path_factory.mktemp("oci"))
-    images = build_images(factory)
+    images = build_images(factory, large_layers())
     work = tmp_path_factory.mktemp("fs-primary")
-    pushed = Pushed()
     with Registry(root=work / "root", workdir=work / "registry") as registry:
-        for image, repo, tag in [
-            (images["single"], "library/single", "v1"),
-            (images["multi"], "library/multi", "v1"),
-            (images["alpha"], "team/alpha", "v1"),
-            (images["beta"], "team/beta", "v1"),
-            (images["nested"], "group/sub/app", "v1"),
-            (images["nested"], "group/sub/app", "latest"),
-            (images["big"], "library/big", "v1"),
-            (images["huge"], "library/huge", "v1"),
-        ]:
-            factory.push(image, registry.url, repo, tag)
-            pushed.tags[(repo, tag)] = image
-        factory.push(images["orphan"], registry.url, "library/single")  # by digest only
-        pushed.untagged[("library/single", images["orphan"].digest)] = images["orphan"]
+        pushed = push_images(factory, images, registry)
         yield Primary(registry, pushed, images)
 
 

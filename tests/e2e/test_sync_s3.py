@@ -45,7 +45,7 @@ from tests.support.components import require_tool
 from tests.support.fixtures_backend_s3 import rgw_admin_client, rgw_url
 from tests.support.images import Image, ImageFactory, layer, pull
 from tests.support.registry import Registry, S3Storage
-from tests.support.sync_checks import Pushed, assert_full_sync, assert_noop_sync, fs_layout, sync_report
+from tests.support.sync_checks import Pushed, assert_full_sync, assert_noop_sync, build_images, fs_layout, push_images, sync_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
@@ -56,48 +56,19 @@ BIG = 12 * 1024 * 1024  # > the 5 MiB multipart threshold of rgw_url(): three pa
 # -- what was pushed --------------------------------------------------------------
 
 
-
-
 @dataclass
 class Built:
     factory: ImageFactory
     images: dict[str, Image]
 
 
-def build_images(factory: ImageFactory) -> dict[str, Image]:
-    """A single-platform image, a two-platform index, two images sharing layers, a nested one,
-    one pushed by digest only, and one with a 12 MiB layer (multipart)."""
-    base, runtime = layer("base"), layer("shared-runtime", size=6000, files=3)
-    amd64 = factory.image("multi-amd64", [base, layer("multi-amd64")], architecture="amd64")
-    arm64 = factory.image("multi-arm64", [base, layer("multi-arm64")], architecture="arm64")
-    return {
-        "single": factory.image("single", [base, layer("single")]),
-        "multi": factory.index("multi", [amd64, arm64]),
-        "alpha": factory.image("alpha", [base, runtime, layer("alpha")]),
-        "beta": factory.image("beta", [base, runtime, layer("beta")]),
-        "nested": factory.image("nested", [layer("nested", files=2)]),
-        "orphan": factory.image("orphan", [base, layer("orphan")]),
-        "big": factory.image("big", [base, layer("big", size=BIG)]),
-    }
+def large_layers() -> dict[str, list]:
+    """One image with a 12 MiB layer, uploaded in parts."""
+    return {"big": [layer("base"), layer("big", size=BIG)]}
 
 
 def push_all(built: Built, registry: Registry) -> Pushed:
-    pushed = Pushed()
-    images = built.images
-    for image, repo, tag in [
-        (images["single"], "library/single", "v1"),
-        (images["multi"], "library/multi", "v1"),
-        (images["alpha"], "team/alpha", "v1"),
-        (images["beta"], "team/beta", "v1"),
-        (images["nested"], "group/sub/app", "v1"),
-        (images["nested"], "group/sub/app", "latest"),
-        (images["big"], "library/big", "v1"),
-    ]:
-        built.factory.push(image, registry.url, repo, tag)
-        pushed.tags[(repo, tag)] = image
-    built.factory.push(images["orphan"], registry.url, "library/single")  # by digest only
-    pushed.untagged[("library/single", images["orphan"].digest)] = images["orphan"]
-    return pushed
+    return push_images(built.factory, built.images, registry)
 
 
 # -- buckets, registries, the CLI ---------------------------------------------------
@@ -166,7 +137,7 @@ def built(tmp_path_factory) -> Built:
     for tool in ("docker-registry", "skopeo", "umoci"):
         require_tool(tool)
     factory = ImageFactory(tmp_path_factory.mktemp("oci"))
-    return Built(factory, build_images(factory))
+    return Built(factory, build_images(factory, large_layers()))
 
 
 @pytest.fixture(scope="module")

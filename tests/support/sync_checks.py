@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.images import Image
+from tests.support.images import Image, ImageFactory, Layer, layer
 
 V2 = "docker/registry/v2"
 
@@ -16,6 +16,16 @@ class Pushed:
 
     tags: dict[tuple[str, str], Image] = field(default_factory=dict)
     untagged: dict[tuple[str, str], Image] = field(default_factory=dict)
+
+    def tag(self, factory: ImageFactory, registry, image: Image, repo: str, tag: str) -> None:
+        """Push ``image`` to ``registry`` (anything with a ``url``) as ``repo:tag`` and record it."""
+        factory.push(image, registry.url, repo, tag)
+        self.tags[(repo, tag)] = image
+
+    def by_digest(self, factory: ImageFactory, registry, image: Image, repo: str) -> None:
+        """Push ``image`` into ``repo`` by digest only and record it."""
+        factory.push(image, registry.url, repo)
+        self.untagged[(repo, image.digest)] = image
 
     @property
     def repositories(self) -> list[str]:
@@ -28,6 +38,44 @@ class Pushed:
             for digest in image.manifests:
                 found[(repo, digest)] = None
         return list(found)
+
+def build_images(factory: ImageFactory, large: dict[str, list[Layer]]) -> dict[str, Image]:
+    """A single-platform image, a two-platform index, two images sharing layers, a nested one,
+    one to push by digest only (``orphan``), and one image per ``large`` entry (name -> layers)."""
+    base, runtime = layer("base"), layer("shared-runtime", size=6000, files=3)
+    amd64 = factory.image("multi-amd64", [base, layer("multi-amd64")], architecture="amd64")
+    arm64 = factory.image("multi-arm64", [base, layer("multi-arm64")], architecture="arm64")
+    images = {
+        "single": factory.image("single", [base, layer("single")]),
+        "multi": factory.index("multi", [amd64, arm64]),
+        "alpha": factory.image("alpha", [base, runtime, layer("alpha")]),
+        "beta": factory.image("beta", [base, runtime, layer("beta")]),
+        "nested": factory.image("nested", [layer("nested", files=2)]),
+        "orphan": factory.image("orphan", [base, layer("orphan")]),
+    }
+    images.update({name: factory.image(name, layers) for name, layers in large.items()})
+    return images
+
+
+STANDARD_IMAGES = ("single", "multi", "alpha", "beta", "nested", "orphan")
+
+
+def push_images(factory: ImageFactory, images: dict[str, Image], registry) -> Pushed:
+    """Push ``build_images``' set to ``registry``: each image under its repository and tag (the large
+    ones as ``library/<name>:v1``), ``group/sub/app`` under two tags, ``orphan`` into library/single
+    by digest only."""
+    pushed = Pushed()
+    pushed.tag(factory, registry, images["single"], "library/single", "v1")
+    pushed.tag(factory, registry, images["multi"], "library/multi", "v1")
+    pushed.tag(factory, registry, images["alpha"], "team/alpha", "v1")
+    pushed.tag(factory, registry, images["beta"], "team/beta", "v1")
+    pushed.tag(factory, registry, images["nested"], "group/sub/app", "v1")
+    pushed.tag(factory, registry, images["nested"], "group/sub/app", "latest")
+    for name in [name for name in images if name not in STANDARD_IMAGES]:
+        pushed.tag(factory, registry, images[name], f"library/{name}", "v1")
+    pushed.by_digest(factory, registry, images["orphan"], "library/single")
+    return pushed
+
 
 REPORT_KEYS = {"tags_published", "revisions_published", "blobs_copied", "bytes_copied", "blobs_skipped", "problems"}
 
