@@ -35,7 +35,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import io
-import logging
 import re
 import urllib.request
 import zlib
@@ -55,8 +54,6 @@ except ImportError as exc:  # awscrt is optional for the backend: boto3 alone wo
     MISSING = f"awscrt is not installed or too old ({exc}); pip install 'boto3[crt]'"
 else:
     MISSING = ""
-
-log = logging.getLogger(__name__)
 
 PROBE_KEY = "syncagent-url-probe"
 _SINGLE_PUT_LIMIT = 5 * 1024 * 1024 * 1024  # never let the CRT split one of our bodies into parts
@@ -151,7 +148,7 @@ def translate_crt_error(exc: BaseException, key: str | None) -> BackendError:
             return HandBack(f"{message} (check the endpoint's certificate, ?ca_bundle= or ?verify=)", key=key)
         if name.startswith("AWS_AUTH") or "CREDENTIALS" in name:
             return PermissionDenied(f"{message} (no usable AWS credentials?)", key=key)
-        if name.startswith(("AWS_IO_SOCKET", "AWS_IO_DNS", "AWS_ERROR_HTTP", "AWS_IO_")) or "TIMEOUT" in name or "SLOW_DOWN" in name:
+        if name.startswith(("AWS_IO_", "AWS_ERROR_HTTP")) or "TIMEOUT" in name or "SLOW_DOWN" in name:
             return TransientError(message, key=key)
         return BackendError(message, key=key)
     return BackendError(f"{where}: {exc}", key=key)
@@ -193,7 +190,7 @@ def make_crt_uploads(session, client, bucket: str, options) -> tuple[CrtUploads 
         verify=verify,
         max_attempts=options.max_attempts,
         max_connections=2 * options.max_concurrency,
-        timeout=float(options.max_attempts * 70),
+        timeout=float(options.max_attempts * (client.meta.config.connect_timeout + client.meta.config.read_timeout)),
     )
     return uploads, ""
 
