@@ -31,7 +31,8 @@ name and omap key is made by the functions under "Layout" below, nowhere else.
   commit also records ``m:<name>`` (markers pending), removed once the markers
   are there: a writer that dies in between leaves an object that listings
   above it miss, and the record, so the next ``stat``, read, put or delete of
-  the key adds the markers (a re-run of a sync stats or reads what it skips).
+  the key adds the markers (a re-run of a sync stats or reads what it skips;
+  after a pass that did not finish, that includes every tag's history link).
 - Object names are hashes of fixed length: keys may be longer than
   ``osd_max_object_name_len`` allows.
 """

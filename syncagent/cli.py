@@ -337,7 +337,8 @@ def _print_sync_summary(report: Report, source: str, dest: str, dry_run: bool) -
         head = "interrupted while syncing"
     print(f"{head} {source} -> {dest} in {report.elapsed:.1f}s")
     print(f"  repositories {c['repositories']}")
-    print(f"  tags         {c['tags_published']} published, {c['tags_up_to_date']} up to date")
+    history = f", {c['history_repaired']} history links written after an unfinished pass" if c["history_repaired"] else ""
+    print(f"  tags         {c['tags_published']} published, {c['tags_up_to_date']} up to date{history}")
     print(f"  revisions    {c['revisions_published']} published, {c['revisions_up_to_date']} up to date")
     print(f"  blobs        {c['blobs_copied']} copied ({_size(c['bytes_copied'])}), {c['blobs_skipped']} already present ({_size(c['bytes_skipped'])})")
     print(f"  links        {c['links_written']} written, {c['links_present']} already present")

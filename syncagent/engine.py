@@ -26,6 +26,7 @@ from .deletes import DeleteRunner, plan_repository
 from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository
 from .layout import BLOBS_PREFIX, Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
 from .manifest import Manifest
+from .pass_records import PassRecords
 from .replica import mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
 from .transfer import BlobCopier, BlobOutcome, Cancelled
@@ -37,6 +38,11 @@ LINK_WRITE_ATTEMPTS = 4
 
 
 DEFAULT_MAX_DELETE_SHARE = 0.5
+
+# Problems after which a pass keeps its record (a tag write may be incomplete), and after which it
+# cannot vouch for the history links of the repositories in its scope (it did not read them all).
+_WRITE_FAILURES = frozenset({"write-failed", "internal-error"})
+_READ_FAILURES = frozenset({"read-failed"})
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class Engine:
         self.cancelled = threading.Event()
         self._confirmed_blobs = DigestSet()
         self._dest_has_blobs = True
+        self.records: PassRecords | None = None
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -90,6 +97,7 @@ class Engine:
         source_listed = False
         try:
             self._mark_fresh_destination()
+            self.records = PassRecords(self.dest, self.options.repositories, dry_run=self.options.dry_run)
             self._dest_has_blobs = self._destination_has_blobs()
             copier = self._copier(blob_pool)
             try:
@@ -116,8 +124,16 @@ class Engine:
                 self.report.interrupted = True
             repo_pool.shutdown(wait=True, cancel_futures=True)
             blob_pool.shutdown(wait=True, cancel_futures=True)
+        self._finish_records(source_listed)
         self.report.finished = time.monotonic()
         return self.report
+
+    def _finish_records(self, everything_read: bool) -> None:
+        if self.records is None:
+            return
+        wrote_all = not self.report.interrupted and not any(p.kind in _WRITE_FAILURES for p in self.report.problems)
+        checked_all = everything_read and not any(p.kind in _READ_FAILURES for p in self.report.problems)
+        self.records.finish(wrote_all=wrote_all, checked_all=checked_all)
 
     def _repository_workers(self, jobs: int) -> int:
         """Repositories in flight at once: one between local stores, where reading links in
@@ -228,12 +244,19 @@ class Engine:
         return None
 
     def sync_repository(self, repository: str, copier: BlobCopier | None = None) -> None:
-        """Sync one repository (the sidecar's unit of work)."""
-        if copier is not None:
-            _RepositorySync(self, repository, copier).run()
-            return
-        with ThreadPoolExecutor(max(1, self.options.jobs), thread_name_prefix="blob") as pool:
-            _RepositorySync(self, repository, self._copier(pool)).run()
+        """Sync one repository (the sidecar's unit of work), with a pass record of its own."""
+        self.records = PassRecords(self.dest, (repository,), dry_run=self.options.dry_run)
+        finished = False
+        try:
+            if copier is not None:
+                _RepositorySync(self, repository, copier).run()
+            else:
+                with ThreadPoolExecutor(max(1, self.options.jobs), thread_name_prefix="blob") as pool:
+                    _RepositorySync(self, repository, self._copier(pool)).run()
+            finished = not self.cancelled.is_set()
+        finally:
+            if finished:
+                self._finish_records(True)
 
     def _copier(self, pool: ThreadPoolExecutor) -> BlobCopier:
         return BlobCopier(
@@ -275,6 +298,7 @@ class _RepositorySync:
     absent_optional: set[Digest] = field(default_factory=set)
     reported: set[Digest] = field(default_factory=set)
     rechecked_tags: set[str] = field(default_factory=set)
+    history_to_check: dict[str, Digest] = field(default_factory=dict)
     confirmed_links: dict[str, Digest] = field(default_factory=dict)
 
     @property
@@ -305,6 +329,8 @@ class _RepositorySync:
             self._repair_existing_revisions()
         for tag, digest in sorted(tags.items()):
             self._publish_tag(tag, digest)
+        for tag, digest in sorted(self.history_to_check.items()):
+            self._check_history(tag, digest)
 
     def _repair_existing_revisions(self) -> None:
         """Read back every revision both sides have; rewrite the closures found lacking."""
@@ -331,12 +357,15 @@ class _RepositorySync:
 
     def _tags_to_publish(self) -> dict[str, Digest]:
         wanted: dict[str, Digest] = {}
+        records = self.engine.records
         for tag, digest in self.src.tags.items():
             if self.dst.tags.get(tag) == digest and self.engine.options.verify_existing and digest in self.src.revisions:
                 self.rechecked_tags.add(tag)
                 wanted[tag] = digest
             elif self.dst.tags.get(tag) == digest:
                 self.report.count("tags_up_to_date")
+                if records is not None and records.check_history(self.repository):
+                    self.history_to_check[tag] = digest
             elif digest not in self.src.revisions:
                 self._tag_problem(tag, digest, f"the tag points to {digest}, which has no revision link at the source")
             else:
@@ -427,6 +456,8 @@ class _RepositorySync:
                 self._tag_problem(tag, digest, "read-back found the destination lacking: " + "; ".join(missing[:5]), kind="verify-failed")
                 return
         try:
+            if self.engine.records is not None:
+                self.engine.records.before_tag_write()
             self._write_link(key_of(TagCurrentLink(self.repository, tag)), digest)
             self._write_link(key_of(TagIndexLink(self.repository, tag, digest)), digest)
         except BackendError as exc:
@@ -437,6 +468,31 @@ class _RepositorySync:
             return
         self.report.count("tags_published")
         self.report.emit("tag-published", repository=self.repository, tag=tag, digest=str(digest))
+
+    def _check_history(self, tag: str, digest: Digest) -> None:
+        """After a dead pass: the history link of a tag found up to date, written if missing.
+
+        The stat is the point even when the link is there: on RADOS it adds the
+        listing markers a dead writer may have left pending.
+        """
+        key = key_of(TagIndexLink(self.repository, tag, digest))
+        if self.engine.cancelled.is_set():
+            raise Cancelled()
+        try:
+            self.engine.dest.stat(key)
+            return
+        except NotFound:
+            pass
+        except BackendError as exc:
+            self._tag_problem(tag, digest, f"checking the tag's history link failed: {exc}", kind="read-failed")
+            return
+        try:
+            self.engine.records.before_tag_write()
+            self._write_link(key, digest)
+        except BackendError as exc:
+            self._tag_problem(tag, digest, f"writing the tag's history link failed: {exc}", kind="write-failed")
+            return
+        self.report.count("history_repaired")
 
     def _read_back(self, closure: Closure) -> list[str]:
         try:

@@ -46,6 +46,7 @@ COUNTERS = (
     "repositories",
     "tags_published",
     "tags_up_to_date",
+    "history_repaired",
     "revisions_published",
     "revisions_up_to_date",
     "links_written",

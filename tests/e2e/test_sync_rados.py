@@ -341,7 +341,8 @@ def test_sync_killed_mid_blob_leaves_nothing_visible_and_resumes(tmp_path, prima
     assert report["problems"] == [], resumed.describe()
     assert report["blobs_copied"] >= 1, resumed.describe()
     # Listed again too: what the killed sync committed without its prefix markers yet (left
-    # behind with an m: record) got them back when the re-run stat'ed or read it.
+    # behind with an m: record) got them back when the re-run stat'ed or read it; the killed pass's
+    # record made the re-run stat the history links of the tags it found up to date.
     assert namespace.backend.scan_leftovers() == []
     layout = fs_layout(primary.root)
     assert namespace.layout() == layout

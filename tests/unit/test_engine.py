@@ -22,6 +22,7 @@ from syncagent.layout import (
     parse_key,
     parse_link,
 )
+from syncagent.pass_records import RECORDS_PREFIX
 from syncagent.replica import MARKER_KEY
 from syncagent.synthetic import TreeShape, TreeWriter, write_tree
 from syncagent.verify import verify_backend
@@ -100,7 +101,11 @@ def test_full_sync_keeps_the_invariant_after_every_write(source, tree):
 def test_write_order_per_tag(source, tree):
     dest = InvariantCheckingBackend()
     sync(source, dest, jobs=1)
-    position = {key: i for i, key in enumerate(dest.writes) if key != MARKER_KEY}
+    records = [i for i, key in enumerate(dest.writes) if key.startswith(RECORDS_PREFIX)]
+    position = {key: i for i, key in enumerate(dest.writes) if key != MARKER_KEY and not key.startswith(RECORDS_PREFIX)}
+    first_tag = min(i for key, i in position.items() if isinstance(parse_key(key), TagCurrentLink))
+    assert len(records) == 1 and records[0] < first_tag  # the pass record comes before any tag write
+    assert not dest.exists(dest.writes[records[0]])  # and is gone after a clean pass
     for key, i in position.items():
         spec = parse_key(key)
         if isinstance(spec, TagCurrentLink):

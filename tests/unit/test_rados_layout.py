@@ -448,3 +448,40 @@ def test_markers_a_dead_writer_left_out_are_added_by_the_next_stat(rados_backend
     assert rados_backend.stat("repo/tags/v1/link").size == 3
     assert sorted(e.name for e in rados_backend.iter_children("repo/tags/")) == ["v0", "v1"]
     assert rados_backend.scan_leftovers() == []
+
+
+@pytest.mark.ceph
+def test_a_sync_after_a_dead_pass_completes_the_markers_of_its_last_history_link(rados_backend):
+    """A pass killed between a history link's commit and its markers: the next sync completes them,
+    though it takes that tag as up to date (its pass record makes it look at the history links)."""
+    import rados
+
+    from backends.memory import MemoryBackend
+    from backends.rados import index_oid
+    from syncagent.engine import Engine, SyncOptions
+    from syncagent.layout import Digest, TagIndexLink, key_of
+    from syncagent.pass_records import PassRecords
+    from syncagent.synthetic import TreeShape, write_tree
+
+    source = MemoryBackend()
+    tree = write_tree(source, TreeShape(repositories=2, tags_per_repository=2, layer_bytes=(100, 1000)))
+    assert Engine(source, rados_backend, SyncOptions()).run().ok
+    repository, (tag, digest) = tree.repositories[0], sorted(tree.tags[tree.repositories[0]].items())[0]
+    key = key_of(TagIndexLink(repository, tag, Digest.parse(digest)))
+    parent = key.rsplit("/", 2)[0] + "/"  # .../index/sha256/
+    hex_ = Digest.parse(digest).hex
+    PassRecords(rados_backend, ("*",)).before_tag_write()  # the dead pass's record
+    io_ = rados_backend._io()
+    with rados.WriteOpCtx() as op:
+        io_.remove_omap_keys(op, ["p:" + hex_])
+        io_.operate_write_op(op, index_oid(parent))
+    with rados.WriteOpCtx() as op:
+        io_.set_omap(op, ["m:link"], [b""])
+        io_.operate_write_op(op, index_oid(f"{parent}{hex_}/"))
+    assert hex_ not in {e.name for e in rados_backend.iter_children(parent)}
+
+    report = Engine(source, rados_backend, SyncOptions()).run()
+    assert report.ok, report.problems
+    assert report.counters["tags_published"] == 0 and report.counters["history_repaired"] == 0
+    assert hex_ in {e.name for e in rados_backend.iter_children(parent)}
+    assert rados_backend.scan_leftovers() == []
