@@ -16,8 +16,10 @@ the missing ones; once that check has ended cleanly it deletes the records it
 covered. A pass that publishes nothing and finds no record writes nothing.
 
 A record's scope is ``["*"]`` for a pass over every repository, else the
-repository patterns it was limited to. A record still being written by a live
-pass elsewhere only costs this pass its stats.
+repository patterns it was limited to (the sidecar's passes: one repository
+each; a clean reconcile of the sidecar clears what was there when it started).
+A record still being written by a live pass elsewhere only costs this pass its
+stats.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ EVERYTHING = "*"
 
 
 @dataclass(frozen=True)
-class PassRecord:
+class UnfinishedPass:
     key: str
     scope: tuple[str, ...]
 
@@ -47,7 +49,7 @@ class PassRecord:
         return any(fnmatch.fnmatchcase(repository, pattern) for pattern in self.scope)
 
 
-def read_records(dest: Backend) -> list[PassRecord]:
+def read_records(dest: Backend) -> list[UnfinishedPass]:
     """The records on ``dest``; one that cannot be parsed counts as a pass over everything."""
     records = []
     try:
@@ -65,7 +67,7 @@ def read_records(dest: Backend) -> list[PassRecord]:
             scope = None
         if not isinstance(scope, list) or not scope or not all(isinstance(p, str) for p in scope):
             scope = [EVERYTHING]
-        records.append(PassRecord(key, tuple(scope)))
+        records.append(UnfinishedPass(key, tuple(scope)))
     return records
 
 
@@ -79,7 +81,7 @@ class PassRecords:
         try:
             self.earlier = read_records(dest)
         except BackendError:
-            self.earlier = [PassRecord("", (EVERYTHING,))]  # unknown: check everything, delete nothing
+            self.earlier = [UnfinishedPass("", (EVERYTHING,))]  # unknown: check everything, delete nothing
         self.key = f"{RECORDS_PREFIX}{uuid.uuid4().hex}.json"
         self._written = False
         self._lock = threading.Lock()
@@ -114,14 +116,21 @@ class PassRecords:
         """
         if self.dry_run or not wrote_all:
             return
-        done = [self.key] if self._written else []
-        if checked_all:
-            done += [r.key for r in self.earlier if r.key and (EVERYTHING in self.scope or set(r.scope) <= set(self.scope))]
-        for key in done:
+        done = [UnfinishedPass(self.key, self.scope)] if self._written else []
+        delete_records(self.dest, done + (self.earlier if checked_all else []), self.scope)
+
+
+def delete_records(dest: Backend, records: list[UnfinishedPass], scope: tuple[str, ...]) -> None:
+    """Delete the ``records`` a clean pass over ``scope`` covered: those whose scope lies inside it.
+
+    Best effort: a record that cannot be deleted only makes the next pass check again.
+    """
+    for record in records:
+        if record.key and (EVERYTHING in scope or set(record.scope) <= set(scope)):
             try:
-                self.dest.delete(key)
+                dest.delete(record.key)
             except BackendError:
                 pass
 
 
-__all__ = ["EVERYTHING", "RECORDS_PREFIX", "PassRecord", "PassRecords", "read_records"]
+__all__ = ["EVERYTHING", "RECORDS_PREFIX", "UnfinishedPass", "PassRecords", "delete_records", "read_records"]

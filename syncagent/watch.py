@@ -41,6 +41,7 @@ from .layout import InvalidPath, TagCurrentLink, key_of
 from .metrics import Metrics
 from .registry_check import TokenConfigurationError, check_published_tags, checker_from_settings
 from .notification_auth import Authenticator
+from .pass_records import EVERYTHING, UnfinishedPass, delete_records, read_records
 from .replica import mark_if_fresh
 from .report import Problem, Report
 from .transfer import Cancelled
@@ -417,6 +418,7 @@ class WatchService:
         """Ask for a pass over every source repository, wait for them all; True when every pass was clean."""
         started_wall, started = time.time(), time.monotonic()
         round_ = _ReconcileRound()
+        records = self._pass_records()
         backlog_limit = 2 * self.config.workers
         listed = 0
         seen: set[str] = set()
@@ -447,6 +449,8 @@ class WatchService:
         while not round_.done.wait(0.5):
             if self.stopping.is_set():
                 return False
+        if round_.failed == 0 and not self.options.dry_run:
+            delete_records(self.dest, records, self.options.repositories or (EVERYTHING,))
         finished = time.time()
         self._last_reconcile = finished
         try:
@@ -459,6 +463,15 @@ class WatchService:
         log.info("reconcile done: %d repositories in %.1fs, %d with problems", listed, time.monotonic() - started,
                  round_.failed, extra={"repositories": listed, "problems": round_.failed, "started": started_wall})
         return round_.failed == 0
+
+    def _pass_records(self) -> list[UnfinishedPass]:
+        """Records of passes that did not finish, as a reconcile starts: each of its passes checks the
+        history links in their scope, so a clean reconcile clears them (a one-shot sync's included)."""
+        try:
+            return read_records(self.dest)
+        except BackendError as exc:
+            log.warning("cannot read the destination's pass records: %s", exc)
+            return []
 
     def _repositories_gone_from_source(self, at_source: set[str]) -> list[str]:
         """Destination repositories the source no longer has, when it is safe to empty them (watch --delete)."""

@@ -411,3 +411,21 @@ def test_reconcile_refuses_to_empty_the_destination_when_the_source_is_empty(tmp
     service.reconcile_once()
     assert all(dest_tags(tmp_path, r) == tree.tags[r] for r in tree.repositories)
     assert service.metrics.errors.labels("delete-refused")._value.get() >= 1
+
+
+def test_a_clean_reconcile_writes_the_history_links_a_dead_sync_left_and_clears_its_record(tmp_path, tree, start_service):
+    from syncagent.engine import Engine, SyncOptions
+    from syncagent.layout import Digest, TagIndexLink, key_of
+    from syncagent.pass_records import RECORDS_PREFIX, PassRecords
+
+    source, dest = FilesystemBackend(tmp_path / "src"), FilesystemBackend(tmp_path / "dst")
+    assert Engine(source, dest, SyncOptions()).run().ok
+    lost = [key_of(TagIndexLink(r, t, Digest.parse(d))) for r in tree.repositories for t, d in tree.tags[r].items()][::2]
+    for key in lost:
+        dest.delete(key)
+    PassRecords(dest, ("*",)).before_tag_write()  # as a killed one-shot `syncagent sync` leaves it
+
+    service = start_service(notifications=False, reconcile_interval=0.0)
+    assert service.reconcile_once()
+    assert all(dest.exists(key) for key in lost)
+    assert [info.key for info in dest.iter_objects(RECORDS_PREFIX)] == []
