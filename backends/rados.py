@@ -50,7 +50,6 @@ import socket
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 from urllib.parse import quote, unquote, urlencode
 
@@ -64,6 +63,7 @@ from .errors import (
     TransientError,
 )
 from .options import option, parse_options
+from .processes import boot_id, process_start
 
 INSTALL_HINT = (
     "apt-get install python3-rados (Debian's binding, built for Python 3.11), "
@@ -193,22 +193,6 @@ _ACTIVE_GENS: set[str] = set()  # puts in progress in this process
 _ACTIVE_LOCK = threading.Lock()
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _process_start(pid: int) -> str | None:
-    """Start time of a live process (clock ticks since boot), None if it is gone or a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
 @dataclasses.dataclass(frozen=True)
 class Writer:
     """What ``t:<name>/<gen>`` holds."""
@@ -222,7 +206,7 @@ class Writer:
     @classmethod
     def this_process(cls) -> "Writer":
         pid = os.getpid()
-        return cls(socket.gethostname(), _boot_id(), pid, _process_start(pid) or "", time.time())
+        return cls(socket.gethostname(), boot_id(), pid, process_start(pid) or "", time.time())
 
     def encode(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"), sort_keys=True).encode("ascii")
@@ -242,7 +226,7 @@ class Writer:
             if self.pid == me.pid and self.start == me.start:
                 with _ACTIVE_LOCK:
                     return gen not in _ACTIVE_GENS
-            return _process_start(self.pid) != self.start
+            return process_start(self.pid) != self.start
         return time.time() - self.since > abandoned_after
 
 
