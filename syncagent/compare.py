@@ -98,8 +98,9 @@ def compare(source: Backend, dest: Backend, report: Report, *, repositories: Cal
 def missing_history(dest: Backend, dst: RepositoryState, src: RepositoryState) -> list[str]:
     """Up-to-date tags whose ``index`` link for their current digest is missing on the destination.
 
-    Pulls never read it (it is the tag's history), and a plain sync does not
-    look for it on tags it finds up to date; ``--repair`` writes it.
+    Pulls never read it (it is the tag's history). A plain sync looks for it on
+    tags it finds up to date only after a pass that did not finish
+    (pass_records.py); ``--repair`` writes it whatever the cause.
     """
     lacking = []
     for tag, digest in sorted(dst.tags.items()):

@@ -26,7 +26,7 @@ from .deletes import DeleteRunner, plan_repository
 from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository
 from .layout import BLOBS_PREFIX, Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
 from .manifest import Manifest
-from .pass_records import PassRecords
+from .pass_records import RECORDS_PREFIX, PassRecords, UnfinishedPass
 from .replica import mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
 from .transfer import BlobCopier, BlobOutcome, Cancelled
@@ -39,10 +39,8 @@ LINK_WRITE_ATTEMPTS = 4
 
 DEFAULT_MAX_DELETE_SHARE = 0.5
 
-# Problems after which a pass keeps its record (a tag write may be incomplete), and after which it
-# cannot vouch for the history links of the repositories in its scope (it did not read them all).
+# Problems after which a pass keeps its record: a tag write of its own may be incomplete.
 _WRITE_FAILURES = frozenset({"write-failed", "internal-error"})
-_READ_FAILURES = frozenset({"read-failed"})
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ class Engine:
         source_listed = False
         try:
             self._mark_fresh_destination()
-            self.records = PassRecords(self.dest, self.options.repositories, dry_run=self.options.dry_run)
+            self.records = PassRecords.load(self.dest, self.options.repositories, dry_run=self.options.dry_run)
             self._dest_has_blobs = self._destination_has_blobs()
             copier = self._copier(blob_pool)
             try:
@@ -124,16 +122,26 @@ class Engine:
                 self.report.interrupted = True
             repo_pool.shutdown(wait=True, cancel_futures=True)
             blob_pool.shutdown(wait=True, cancel_futures=True)
-        self._finish_records(source_listed)
+        self._finish_records(completed=source_listed)
         self.report.finished = time.monotonic()
         return self.report
 
-    def _finish_records(self, everything_read: bool) -> None:
-        if self.records is None:
+    def _finish_records(self, *, completed: bool) -> None:
+        """``completed``: the pass went through every repository of its scope (no exception, the
+        source listed). Any problem at all keeps the earlier records (see pass_records)."""
+        records = self.records
+        if records is None:
             return
-        wrote_all = not self.report.interrupted and not any(p.kind in _WRITE_FAILURES for p in self.report.problems)
-        checked_all = everything_read and not any(p.kind in _READ_FAILURES for p in self.report.problems)
-        self.records.finish(wrote_all=wrote_all, checked_all=checked_all)
+        if records.failed is not None:
+            self.report.add_problem(Problem(
+                "write-failed",
+                f"cannot write this pass's record ({records.failed}); its tags were published without one, so if "
+                f"the pass had died between a tag's current link and its history link no later pass would know",
+                key=records.key,
+            ))
+        stopped = self.report.interrupted or self.cancelled.is_set() or not completed
+        wrote_all = not stopped and not any(p.kind in _WRITE_FAILURES for p in self.report.problems)
+        records.finish(wrote_all=wrote_all, problems=stopped or bool(self.report.problems))
 
     def _repository_workers(self, jobs: int) -> int:
         """Repositories in flight at once: one between local stores, where reading links in
@@ -243,20 +251,27 @@ class Engine:
             return f"the source {self.source.url} holds no repositories while the destination does; refusing to empty it"
         return None
 
-    def sync_repository(self, repository: str, copier: BlobCopier | None = None) -> None:
-        """Sync one repository (the sidecar's unit of work), with a pass record of its own."""
-        self.records = PassRecords(self.dest, (repository,), dry_run=self.options.dry_run)
-        finished = False
+    def sync_repository(self, repository: str, copier: BlobCopier | None = None, *,
+                        unfinished: list[UnfinishedPass] | None = None) -> None:
+        """Sync one repository (the sidecar's unit of work), with a pass record of its own.
+
+        ``unfinished``: the destination's pass records as the caller last read them (the sidecar
+        keeps them, so that a pass does not list them again); None reads them.
+        """
+        if unfinished is None:
+            self.records = PassRecords.load(self.dest, (repository,), dry_run=self.options.dry_run)
+        else:
+            self.records = PassRecords(self.dest, (repository,), unfinished, dry_run=self.options.dry_run)
+        completed = False
         try:
             if copier is not None:
                 _RepositorySync(self, repository, copier).run()
             else:
                 with ThreadPoolExecutor(max(1, self.options.jobs), thread_name_prefix="blob") as pool:
                     _RepositorySync(self, repository, self._copier(pool)).run()
-            finished = not self.cancelled.is_set()
+            completed = True
         finally:
-            if finished:
-                self._finish_records(True)
+            self._finish_records(completed=completed)
 
     def _copier(self, pool: ThreadPoolExecutor) -> BlobCopier:
         return BlobCopier(
@@ -331,6 +346,7 @@ class _RepositorySync:
             self._publish_tag(tag, digest)
         for tag, digest in sorted(self.history_to_check.items()):
             self._check_history(tag, digest)
+        self.history_to_check.clear()
 
     def _repair_existing_revisions(self) -> None:
         """Read back every revision both sides have; rewrite the closures found lacking."""
@@ -358,14 +374,15 @@ class _RepositorySync:
     def _tags_to_publish(self) -> dict[str, Digest]:
         wanted: dict[str, Digest] = {}
         records = self.engine.records
+        if records is not None and records.may_lack_history(self.repository):
+            # A dead pass may have moved any of these tags and died before its history link.
+            self.history_to_check = dict(self.dst.tags)
         for tag, digest in self.src.tags.items():
             if self.dst.tags.get(tag) == digest and self.engine.options.verify_existing and digest in self.src.revisions:
                 self.rechecked_tags.add(tag)
                 wanted[tag] = digest
             elif self.dst.tags.get(tag) == digest:
                 self.report.count("tags_up_to_date")
-                if records is not None and records.check_history(self.repository):
-                    self.history_to_check[tag] = digest
             elif digest not in self.src.revisions:
                 self._tag_problem(tag, digest, f"the tag points to {digest}, which has no revision link at the source")
             else:
@@ -456,10 +473,8 @@ class _RepositorySync:
                 self._tag_problem(tag, digest, "read-back found the destination lacking: " + "; ".join(missing[:5]), kind="verify-failed")
                 return
         try:
-            if self.engine.records is not None:
-                self.engine.records.before_tag_write()
-            self._write_link(key_of(TagCurrentLink(self.repository, tag)), digest)
-            self._write_link(key_of(TagIndexLink(self.repository, tag, digest)), digest)
+            self._write_link(key_of(TagCurrentLink(self.repository, tag)), digest, tag_write=True)
+            self._write_link(key_of(TagIndexLink(self.repository, tag, digest)), digest, tag_write=True)
         except BackendError as exc:
             self._tag_problem(tag, digest, f"writing the tag failed: {exc}", kind="write-failed")
             return
@@ -470,7 +485,8 @@ class _RepositorySync:
         self.report.emit("tag-published", repository=self.repository, tag=tag, digest=str(digest))
 
     def _check_history(self, tag: str, digest: Digest) -> None:
-        """After a dead pass: the history link of a tag found up to date, written if missing.
+        """After a dead pass: the history link of the digest the destination's tag points to,
+        written if missing.
 
         The stat is the point even when the link is there: on RADOS it adds the
         listing markers a dead writer may have left pending.
@@ -478,6 +494,8 @@ class _RepositorySync:
         key = key_of(TagIndexLink(self.repository, tag, digest))
         if self.engine.cancelled.is_set():
             raise Cancelled()
+        if self.confirmed_links.get(key) == digest:
+            return  # this pass wrote or read it
         try:
             self.engine.dest.stat(key)
             return
@@ -487,8 +505,7 @@ class _RepositorySync:
             self._tag_problem(tag, digest, f"checking the tag's history link failed: {exc}", kind="read-failed")
             return
         try:
-            self.engine.records.before_tag_write()
-            self._write_link(key, digest)
+            self._write_link(key, digest, tag_write=True, known_missing=True)
         except BackendError as exc:
             self._tag_problem(tag, digest, f"writing the tag's history link failed: {exc}", kind="write-failed")
             return
@@ -507,18 +524,19 @@ class _RepositorySync:
         except BackendError as exc:
             return [f"reading the destination failed: {exc}"]
 
-    def _write_link(self, key: str, digest: Digest) -> None:
+    def _write_link(self, key: str, digest: Digest, *, tag_write: bool = False, known_missing: bool = False) -> None:
         """Write a link unless it already holds ``digest``; retries transient failures.
 
         In a repository the destination did not have, links are written without
         reading them first (rewriting an identical link is harmless).
+        ``tag_write``: a tag's link, put only after this pass's record.
         """
         if self.engine.cancelled.is_set():
             raise Cancelled()
         if self.confirmed_links.get(key) == digest:
             self.report.count("links_present")
             return
-        if self.dst.tags or self.dst.revisions:
+        if (self.dst.tags or self.dst.revisions) and not known_missing:
             try:
                 if read_link(self.engine.dest, key, attempts=1) == digest:
                     self.confirmed_links[key] = digest
@@ -530,6 +548,8 @@ class _RepositorySync:
             self.report.plan(f"link {key} -> {digest}")
             self.report.count("links_written")
             return
+        if tag_write and self.engine.records is not None:
+            self.engine.records.before_tag_write()
         for attempt in range(LINK_WRITE_ATTEMPTS):
             try:
                 content = format_link(digest)

@@ -16,6 +16,7 @@ syncagent_passes_in_progress                              gauge      repositorie
 syncagent_passes_total                                    counter    result: ok, problems, error, cancelled
 syncagent_pass_duration_seconds                           histogram  one pass over one repository
 syncagent_tags_published_total                            counter    tags made current on the destination
+syncagent_history_repaired_total                          counter    history links written after a dead pass
 syncagent_blobs_copied_total                              counter
 syncagent_bytes_copied_total                              counter
 syncagent_errors_total                                    counter    kind: the engine's problem kinds, and
@@ -57,6 +58,9 @@ class Metrics:
             "syncagent_pass_duration_seconds", "Duration of one pass over one repository.", buckets=PASS_BUCKETS, registry=r
         )
         self.tags_published = Counter("syncagent_tags_published", "Tags made current on the destination.", registry=r)
+        self.history_repaired = Counter(
+            "syncagent_history_repaired", "Tag history links written after a pass that did not finish.", registry=r
+        )
         self.blobs_copied = Counter("syncagent_blobs_copied", "Blobs copied to the destination.", registry=r)
         self.bytes_copied = Counter("syncagent_bytes_copied", "Bytes of blob data copied to the destination.", registry=r)
         self.errors = Counter("syncagent_errors", "Problems met, by kind.", ["kind"], registry=r)
@@ -80,6 +84,8 @@ class Metrics:
         """The engine's ``count`` events that the sidecar exports."""
         if name == "tags_published":
             self.tags_published.inc(amount)
+        elif name == "history_repaired":
+            self.history_repaired.inc(amount)
         elif name == "blobs_copied":
             self.blobs_copied.inc(amount)
         elif name == "bytes_copied":

@@ -41,7 +41,7 @@ from .layout import InvalidPath, TagCurrentLink, key_of
 from .metrics import Metrics
 from .registry_check import TokenConfigurationError, check_published_tags, checker_from_settings
 from .notification_auth import Authenticator
-from .pass_records import EVERYTHING, UnfinishedPass, delete_records, read_records
+from .pass_records import EVERYTHING, UnfinishedPass, delete_records, load_records
 from .replica import mark_if_fresh
 from .report import Problem, Report
 from .transfer import Cancelled
@@ -121,6 +121,8 @@ class WatchService:
         self.stopped = threading.Event()
         self._engines: dict[str, Engine] = {}
         self._engines_lock = threading.Lock()
+        self._unfinished: list[UnfinishedPass] | None = None
+        self._unfinished_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
         self._reconcile_thread: threading.Thread | None = None
@@ -297,7 +299,7 @@ class WatchService:
         started_wall, started = time.time(), time.monotonic()
         result, detail = "ok", None
         try:
-            engine.sync_repository(repository)
+            engine.sync_repository(repository, unfinished=self._unfinished_passes())
             if self.config.delete and not engine.cancelled.is_set():
                 engine.delete_in_repository(repository)
         except Cancelled:
@@ -312,6 +314,8 @@ class WatchService:
         finally:
             with self._engines_lock:
                 self._engines.pop(repository, None)
+            if getattr(engine, "records", None) is not None and engine.records.changed:
+                self._forget_unfinished()
         if engine.cancelled.is_set():
             result = "cancelled"
         elif result == "ok" and report.problems:
@@ -418,7 +422,7 @@ class WatchService:
         """Ask for a pass over every source repository, wait for them all; True when every pass was clean."""
         started_wall, started = time.time(), time.monotonic()
         round_ = _ReconcileRound()
-        records = self._pass_records()
+        records = self._refresh_unfinished()
         backlog_limit = 2 * self.config.workers
         listed = 0
         seen: set[str] = set()
@@ -450,7 +454,8 @@ class WatchService:
             if self.stopping.is_set():
                 return False
         if round_.failed == 0 and not self.options.dry_run:
-            delete_records(self.dest, records, self.options.repositories or (EVERYTHING,))
+            if delete_records(self.dest, records, self.options.repositories or (EVERYTHING,)):
+                self._forget_unfinished()
         finished = time.time()
         self._last_reconcile = finished
         try:
@@ -464,14 +469,23 @@ class WatchService:
                  round_.failed, extra={"repositories": listed, "problems": round_.failed, "started": started_wall})
         return round_.failed == 0
 
-    def _pass_records(self) -> list[UnfinishedPass]:
-        """Records of passes that did not finish, as a reconcile starts: each of its passes checks the
-        history links in their scope, so a clean reconcile clears them (a one-shot sync's included)."""
-        try:
-            return read_records(self.dest)
-        except BackendError as exc:
-            log.warning("cannot read the destination's pass records: %s", exc)
-            return []
+    def _unfinished_passes(self) -> list[UnfinishedPass]:
+        """The destination's records of passes that did not finish (pass_records.py), read once and
+        kept until a pass or reconcile changes them, so that a pass does not list them every time."""
+        with self._unfinished_lock:
+            if self._unfinished is None:
+                self._unfinished = load_records(self.dest)
+            return self._unfinished
+
+    def _refresh_unfinished(self) -> list[UnfinishedPass]:
+        """Read again as a reconcile starts (a one-shot sync may have died meanwhile): every pass of
+        the reconcile checks the history links in their scope, so a clean one deletes the dead ones."""
+        self._forget_unfinished()
+        return self._unfinished_passes()
+
+    def _forget_unfinished(self) -> None:
+        with self._unfinished_lock:
+            self._unfinished = None
 
     def _repositories_gone_from_source(self, at_source: set[str]) -> list[str]:
         """Destination repositories the source no longer has, when it is safe to empty them (watch --delete)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import select
 import signal
@@ -460,7 +461,7 @@ def test_a_sync_after_a_dead_pass_completes_the_markers_of_its_last_history_link
     from backends.rados import index_oid
     from syncagent.engine import Engine, SyncOptions
     from syncagent.layout import Digest, TagIndexLink, key_of
-    from syncagent.pass_records import PassRecords
+    from syncagent.pass_records import RECORDS_PREFIX
     from syncagent.synthetic import TreeShape, write_tree
 
     source = MemoryBackend()
@@ -470,7 +471,9 @@ def test_a_sync_after_a_dead_pass_completes_the_markers_of_its_last_history_link
     key = key_of(TagIndexLink(repository, tag, Digest.parse(digest)))
     parent = key.rsplit("/", 2)[0] + "/"  # .../index/sha256/
     hex_ = Digest.parse(digest).hex
-    PassRecords(rados_backend, ("*",)).before_tag_write()  # the dead pass's record
+    gone = time.time() - 3600  # the dead pass's record (it ran on another host an hour ago)
+    rados_backend.put_bytes(f"{RECORDS_PREFIX}dead.json", json.dumps(
+        {"scope": ["*"], "host": "another-host", "boot": "b", "pid": 1, "start": "1", "started": gone, "renewed": gone}).encode())
     io_ = rados_backend._io()
     with rados.WriteOpCtx() as op:
         io_.remove_omap_keys(op, ["p:" + hex_])
@@ -484,4 +487,5 @@ def test_a_sync_after_a_dead_pass_completes_the_markers_of_its_last_history_link
     assert report.ok, report.problems
     assert report.counters["tags_published"] == 0 and report.counters["history_repaired"] == 0
     assert hex_ in {e.name for e in rados_backend.iter_children(parent)}
+    assert list(rados_backend.iter_objects(RECORDS_PREFIX)) == []
     assert rados_backend.scan_leftovers() == []

@@ -317,7 +317,7 @@ class BlockingEngine:
     def cancel(self) -> None:
         self.cancelled.set()
 
-    def sync_repository(self, repository: str) -> None:
+    def sync_repository(self, repository: str, **_) -> None:
         from syncagent.transfer import Cancelled
 
         BlockingEngine.started.set()
@@ -416,16 +416,42 @@ def test_reconcile_refuses_to_empty_the_destination_when_the_source_is_empty(tmp
 def test_a_clean_reconcile_writes_the_history_links_a_dead_sync_left_and_clears_its_record(tmp_path, tree, start_service):
     from syncagent.engine import Engine, SyncOptions
     from syncagent.layout import Digest, TagIndexLink, key_of
-    from syncagent.pass_records import RECORDS_PREFIX, PassRecords
+    from syncagent.pass_records import RECORDS_PREFIX
 
     source, dest = FilesystemBackend(tmp_path / "src"), FilesystemBackend(tmp_path / "dst")
     assert Engine(source, dest, SyncOptions()).run().ok
     lost = [key_of(TagIndexLink(r, t, Digest.parse(d))) for r in tree.repositories for t, d in tree.tags[r].items()][::2]
     for key in lost:
         dest.delete(key)
-    PassRecords(dest, ("*",)).before_tag_write()  # as a killed one-shot `syncagent sync` leaves it
+    plant_dead_record(dest)  # as a killed one-shot `syncagent sync` on another host leaves it
 
     service = start_service(notifications=False, reconcile_interval=0.0)
     assert service.reconcile_once()
     assert all(dest.exists(key) for key in lost)
     assert [info.key for info in dest.iter_objects(RECORDS_PREFIX)] == []
+
+
+def test_a_reconcile_with_a_failed_pass_keeps_the_records(tmp_path, tree, start_service):
+    from syncagent.engine import Engine, SyncOptions
+    from syncagent.pass_records import RECORDS_PREFIX
+
+    source, dest = FilesystemBackend(tmp_path / "src"), FilesystemBackend(tmp_path / "dst")
+    assert Engine(source, dest, SyncOptions()).run().ok
+    planted = plant_dead_record(dest)
+    writer = TreeWriter(source)
+    writer.image(tree.repositories[0], [b"a layer that goes missing"], tag="broken")
+    source.delete(next(i.key for i in source.iter_objects("docker/registry/v2/blobs/")
+                       if source.read_bytes(i.key) == b"a layer that goes missing"))
+    service = start_service(notifications=False, reconcile_interval=0.0)
+    assert not service.reconcile_once()
+    assert [info.key for info in dest.iter_objects(RECORDS_PREFIX)] == [planted]
+
+
+def plant_dead_record(dest) -> str:
+    from syncagent.pass_records import RECORDS_PREFIX
+
+    key = f"{RECORDS_PREFIX}dead.json"
+    gone = time.time() - 3600
+    dest.put_bytes(key, json.dumps({"scope": ["*"], "host": "another-host", "boot": "b", "pid": 1, "start": "1",
+                                    "started": gone, "renewed": gone}).encode())
+    return key
