@@ -80,6 +80,7 @@ class Engine:
         self.cancelled = threading.Event()
         self._confirmed_blobs = DigestSet()
         self._dest_has_blobs = True
+        self._dest_empty = False
         self.records: PassRecords | None = None
 
     def cancel(self) -> None:
@@ -151,9 +152,10 @@ class Engine:
         return 1 if local else jobs
 
     def _mark_fresh_destination(self) -> None:
-        """Mark a destination this run starts filling from empty as a syncagent replica."""
+        """Mark a destination this run starts filling from empty as a syncagent replica; then its
+        repositories are not read (they are known empty: on S3 that saves two listings each)."""
         if not self.options.dry_run:
-            mark_if_fresh(self.dest, self.source.url)
+            self._dest_empty = mark_if_fresh(self.dest, self.source.url)
 
     def _destination_has_blobs(self) -> bool:
         """False when the destination holds no blob data at all (one listing): nothing to stat then."""
@@ -323,10 +325,13 @@ class _RepositorySync:
     def run(self) -> None:
         engine = self.engine
         self.src = read_repository(engine.source, self.repository, self.report.add_problem)
-        try:
-            self.dst = read_repository(engine.dest, self.repository)
-        except NotFound:
-            self.dst = RepositoryState(self.repository)  # a destination that does not exist yet is empty
+        if engine._dest_empty:
+            self.dst = RepositoryState(self.repository)
+        else:
+            try:
+                self.dst = read_repository(engine.dest, self.repository)
+            except NotFound:
+                self.dst = RepositoryState(self.repository)  # a destination that does not exist yet is empty
         self.report.count("repositories")
         tags = self._tags_to_publish()
         revisions = sorted(self.src.revisions - self.dst.revisions)

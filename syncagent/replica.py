@@ -42,9 +42,10 @@ def write_marker(backend: Backend, source_url: str) -> None:
 
 
 def mark_if_fresh(dest: Backend, source_url: str) -> bool:
-    """Write the marker on a destination that holds no repository yet; True when it carries one after."""
+    """Write the marker on an unmarked destination that holds no repository yet; True when it did
+    (the destination was empty)."""
     if read_marker(dest) is not None:
-        return True
+        return False
     try:
         fresh = next(iter_repositories(dest), None) is None
     except NotFound:

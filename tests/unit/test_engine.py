@@ -175,6 +175,29 @@ def test_a_destination_without_blob_data_gets_no_blob_stats(source, tree):
     assert len({key for key in seeded.stats if key.startswith("docker/registry/v2/blobs/")}) == tree.blobs
 
 
+class CountingListings(MemoryBackend):
+    """A destination that records the prefixes it is asked to list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed: list[str] = []
+
+    def iter_children(self, prefix):
+        self.listed.append(prefix)
+        return super().iter_children(prefix)
+
+
+def test_a_fresh_destination_is_not_read_per_repository(source, tree):
+    dest = CountingListings()
+    assert sync(source, dest, jobs=4).ok
+    per_repository = [p for p in dest.listed if p.startswith("docker/registry/v2/repositories/") and "/_" in p]
+    assert per_repository == []
+    dest.listed.clear()
+    again = sync(source, dest, jobs=4)  # marked now: read as usual, and found up to date
+    assert again.ok and again.counters["links_written"] == 0
+    assert {r for r in tree.repositories if f"docker/registry/v2/repositories/{r}/_manifests/tags/" in dest.listed} == set(tree.repositories)
+
+
 def test_blobs_already_present_with_right_size_are_not_copied(source, tree):
     dest = MemoryBackend()
     blobs = [i for i in source.iter_objects("docker/registry/v2/blobs/")]
