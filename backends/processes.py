@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -25,4 +26,12 @@ def process_start(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
-__all__ = ["boot_id", "process_start"]
+def pid_namespace() -> str:
+    """This process's pid namespace ("" where unknown): a pid means the same process only within one."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+__all__ = ["boot_id", "pid_namespace", "process_start"]

@@ -81,6 +81,7 @@ class Engine:
         self._confirmed_blobs = DigestSet()
         self._dest_has_blobs = True
         self._dest_empty = False
+        self._history_unchecked = False  # a repository of this pass did not finish its history checks
         self.records: PassRecords | None = None
 
     def cancel(self) -> None:
@@ -93,7 +94,7 @@ class Engine:
         repo_pool = ThreadPoolExecutor(self._repository_workers(jobs), thread_name_prefix="repo")
         pending: set[Future] = set()
         source_repositories: set[str] = set()
-        source_listed = False
+        source_listed = completed = False
         try:
             self._mark_fresh_destination()
             self.records = PassRecords.load(self.dest, self.options.repositories, dry_run=self.options.dry_run)
@@ -113,6 +114,7 @@ class Engine:
             except BackendError as exc:
                 self.report.add_problem(Problem("read-failed", f"cannot list the source's repositories: {exc}"))
             wait(pending)
+            completed = source_listed
             if self.options.delete and not self.cancelled.is_set():
                 self._delete_pass(source_repositories, source_listed)
         except KeyboardInterrupt:
@@ -123,26 +125,28 @@ class Engine:
                 self.report.interrupted = True
             repo_pool.shutdown(wait=True, cancel_futures=True)
             blob_pool.shutdown(wait=True, cancel_futures=True)
-        self._finish_records(completed=source_listed)
+            self._finish_records(completed=completed)
         self.report.finished = time.monotonic()
         return self.report
 
     def _finish_records(self, *, completed: bool) -> None:
-        """``completed``: the pass went through every repository of its scope (no exception, the
-        source listed). Any problem at all keeps the earlier records (see pass_records)."""
+        """``completed``: the pass went through every repository of its scope (the source listed,
+        nothing raised). See pass_records for what is kept and what goes."""
         records = self.records
         if records is None:
             return
-        if records.failed is not None:
-            self.report.add_problem(Problem(
-                "write-failed",
-                f"cannot write this pass's record ({records.failed}); its tags were published without one, so if "
-                f"the pass had died between a tag's current link and its history link no later pass would know",
-                key=records.key,
-            ))
         stopped = self.report.interrupted or self.cancelled.is_set() or not completed
         wrote_all = not stopped and not any(p.kind in _WRITE_FAILURES for p in self.report.problems)
-        records.finish(wrote_all=wrote_all, problems=stopped or bool(self.report.problems))
+        try:
+            records.finish(wrote_all=wrote_all, checked_all=not stopped and not self._history_unchecked)
+        finally:
+            if records.failed is not None:
+                self.report.add_problem(Problem(
+                    "pass-record-failed",
+                    f"cannot write this pass's record ({records.failed}); its tags were published without one, so had "
+                    f"the pass died between a tag's current link and its history link, no later pass would know",
+                    key=records.key,
+                ))
 
     def _repository_workers(self, jobs: int) -> int:
         """Repositories in flight at once: one between local stores, where reading links in
@@ -291,6 +295,7 @@ class Engine:
     def _sync_repository_guarded(self, repository: str, copier: BlobCopier) -> None:
         try:
             _RepositorySync(self, repository, copier).run()
+            return
         except Cancelled:
             pass
         except BackendError as exc:
@@ -298,6 +303,7 @@ class Engine:
         except Exception as exc:
             log.exception("unexpected error in repository %s", repository)
             self.report.add_problem(Problem("internal-error", repr(exc), repository=repository))
+        self._history_unchecked = True
 
 
 @dataclass
@@ -507,11 +513,13 @@ class _RepositorySync:
         except NotFound:
             pass
         except BackendError as exc:
+            self.engine._history_unchecked = True
             self._tag_problem(tag, digest, f"checking the tag's history link failed: {exc}", kind="read-failed")
             return
         try:
             self._write_link(key, digest, tag_write=True, known_missing=True)
         except BackendError as exc:
+            self.engine._history_unchecked = True
             self._tag_problem(tag, digest, f"writing the tag's history link failed: {exc}", kind="write-failed")
             return
         self.report.count("history_repaired")

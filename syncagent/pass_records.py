@@ -7,23 +7,23 @@ pass takes it as up to date and would never look at the history link. On
 RADOS the same window can leave the history link committed without its
 listing markers (an ``m:`` record that only a read of that key repairs).
 
-So a pass writes ``.syncagent/passes/<id>.json`` on the destination (outside
-``docker/``: no registry reads it) right before its first tag write, and
-deletes it when it ends without an interruption or a failed write. A pass that
-finds records of dead passes stats the history link of every tag the
-destination holds in their scope (one stat each, which also lets RADOS finish
-pending markers) and writes the missing ones. It deletes those records once it
-has ended without any problem; if it ends with problems but left its own
-record, which covers theirs, it deletes them too (they do not pile up). A pass
-that publishes nothing and finds no record writes nothing.
+So a pass puts ``.syncagent/passes/<id>.json`` on the destination (outside
+``docker/``: no registry reads it) right before its first tag write, renews
+it every ``RENEW_AFTER`` seconds while it runs, and deletes it when it ends
+without an interruption or a failed write. A pass that finds records stats
+the history link of every tag the destination holds in their scope (which on
+RADOS also finishes pending markers) and writes the missing ones. It deletes
+the dead ones among them once those checks are complete for its whole scope,
+or when it leaves a record of its own that covers them (they do not pile up).
+A pass that publishes nothing and finds no record writes nothing.
 
-Dead or alive: a record names its host, boot, pid and process start time, and
-when it was last renewed (a pass re-puts it before a tag write once it is
-``RENEW_AFTER`` seconds old). A pass deletes only records that were dead when
-it started: written on this host by a process that is gone, or, from another
-host, not renewed for ``STALE_AFTER`` seconds before it started. Every check it
-makes comes after such a record's last tag write. A live record is checked
-against, never deleted.
+Dead or alive is decided when a pass starts, and only "dead" records are ever
+deleted: one of this process whose pass has ended; one written on this host,
+boot and pid namespace by a process that is gone; else one not renewed for
+``STALE_AFTER`` seconds (hosts' clocks must agree within a few minutes). Right
+before deleting, the record is read again and left alone if it was renewed
+meanwhile. A record that cannot be parsed counts as a dead pass over
+everything.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from backends import Backend, BackendError, NotFound, TransientError
-from backends.processes import boot_id, process_start
+from backends.processes import boot_id, pid_namespace, process_start
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ RECORDS_PREFIX = ".syncagent/passes/"
 EVERYTHING = "*"
 RENEW_AFTER = 60.0
 STALE_AFTER = 600.0
+_MAX_SCOPE = 64  # longer scopes are recorded as everything (wider is safe)
+_MAX_RECORD_BYTES = 64 * 1024
 _PUT_ATTEMPTS = 4
 
 _ACTIVE: set[str] = set()  # the records of passes in progress in this process
@@ -56,11 +58,14 @@ _ACTIVE_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class UnfinishedPass:
-    """A record found on the destination, and whether its pass was known dead when it was read."""
+    """A record found on the destination. ``dead``: as judged when read (for a record of this
+    process, ``local``, judged again when a pass starts). ``renewed``: as read, to see a renewal."""
 
     key: str
     scope: tuple[str, ...]
     dead: bool
+    renewed: float | None = None
+    local: bool = False
 
     def covers(self, repository: str) -> bool:
         return any(fnmatch.fnmatchcase(repository, pattern) for pattern in self.scope)
@@ -77,26 +82,42 @@ def _is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
 
-def _is_dead(key: str, content: dict, now: float) -> bool:
-    """Dead for sure on this host (the process is gone), else not renewed for STALE_AFTER seconds."""
+def _running(key: str) -> bool:
+    with _ACTIVE_LOCK:
+        return key in _ACTIVE
+
+
+def _parse(key: str, raw: bytes, now: float) -> UnfinishedPass:
+    """A record from its bytes; anything unexpected makes it a dead pass over everything."""
     try:
-        host, boot, pid, start = str(content["host"]), str(content["boot"]), int(content["pid"]), str(content["start"])
-        renewed = float(content["renewed"])
-    except (KeyError, TypeError, ValueError):
-        return True  # not written by a live syncagent
-    if host == socket.gethostname() and boot and boot == boot_id():
+        content = json.loads(raw)
+        scope = tuple(content["scope"])
+        host, boot, pidns, start = (str(content[name]) for name in ("host", "boot", "pidns", "start"))
+        pid, renewed = content["pid"], content["renewed"]
+        if not (scope and all(isinstance(p, str) and p for p in scope) and isinstance(pid, int)
+                and isinstance(renewed, (int, float)) and renewed == renewed):
+            raise ValueError("unexpected fields")
+    except Exception:  # noqa: BLE001 - whatever the bytes are, they are not a live syncagent's record
+        return UnfinishedPass(key, (EVERYTHING,), dead=True)
+    if host == socket.gethostname() and boot and boot == boot_id() and pidns and pidns == pid_namespace():
         if pid == os.getpid() and start == process_start(pid):
-            with _ACTIVE_LOCK:
-                return key not in _ACTIVE  # this process's own: dead once its pass ended
-        return process_start(pid) != start
-    return now - renewed > STALE_AFTER
+            return UnfinishedPass(key, scope, dead=not _running(key), renewed=float(renewed), local=True)
+        return UnfinishedPass(key, scope, dead=process_start(pid) != start, renewed=float(renewed))
+    return UnfinishedPass(key, scope, dead=now - renewed > STALE_AFTER, renewed=float(renewed))
+
+
+def _read_one(dest: Backend, key: str, now: float) -> UnfinishedPass | None:
+    """The record at ``key``, None if it is gone. Raises BackendError."""
+    try:
+        with dest.open_read(key) as stream:
+            raw = stream.read(_MAX_RECORD_BYTES + 1)
+    except NotFound:
+        return None
+    return _parse(key, raw, now)
 
 
 def read_records(dest: Backend) -> list[UnfinishedPass]:
-    """The records on ``dest``. One that cannot be parsed counts as a dead pass over everything.
-
-    Raises BackendError when the records cannot be listed.
-    """
+    """The records on ``dest``. Raises BackendError when they cannot be listed."""
     now = time.time()
     try:
         names = sorted(entry.name for entry in dest.iter_children(RECORDS_PREFIX) if not entry.is_prefix)
@@ -104,21 +125,12 @@ def read_records(dest: Backend) -> list[UnfinishedPass]:
         return []
     records = []
     for name in names:
-        key = RECORDS_PREFIX + name
         try:
-            with dest.open_read(key) as stream:
-                content = json.loads(stream.read(64 * 1024))
-        except NotFound:
-            continue  # its pass just ended
-        except (BackendError, ValueError):
-            content = None
-        if not isinstance(content, dict):
-            records.append(UnfinishedPass(key, (EVERYTHING,), dead=True))
-            continue
-        scope = content.get("scope")
-        if not isinstance(scope, list) or not scope or not all(isinstance(p, str) and p for p in scope):
-            scope = [EVERYTHING]
-        records.append(UnfinishedPass(key, tuple(scope), dead=_is_dead(key, content, now)))
+            record = _read_one(dest, RECORDS_PREFIX + name, now)
+        except BackendError:
+            record = UnfinishedPass(RECORDS_PREFIX + name, (EVERYTHING,), dead=False)  # unreadable: check, keep
+        if record is not None:
+            records.append(record)
     return records
 
 
@@ -132,17 +144,24 @@ def load_records(dest: Backend) -> list[UnfinishedPass]:
         return [UnfinishedPass("", (EVERYTHING,), dead=False)]
 
 
-def delete_records(dest: Backend, records: list[UnfinishedPass], scope: tuple[str, ...]) -> int:
-    """Delete the dead ``records`` a pass over ``scope`` covered; how many. Best effort: one left
-    behind only makes a later pass check again."""
-    deleted = 0
+def delete_records(dest: Backend, records: list[UnfinishedPass], scope: tuple[str, ...]) -> list[str]:
+    """Delete the dead ``records`` a pass over ``scope`` covered, unless renewed since they were read;
+    the keys deleted. Best effort: one left behind only makes a later pass check again."""
+    deleted = []
     for record in records:
-        if record.key and record.dead and record.within(scope):
-            try:
-                dest.delete(record.key)
-                deleted += 1
-            except BackendError as exc:
-                log.warning("cannot delete the pass record %s: %s", record.key, exc)
+        if not (record.key and record.dead and record.within(scope)):
+            continue
+        try:
+            now = _read_one(dest, record.key, time.time())
+            if now is None:
+                deleted.append(record.key)  # gone already
+                continue
+            if not record.local and now.renewed != record.renewed:
+                continue  # renewed meanwhile: its pass is alive (one of this process cannot be, once ended)
+            dest.delete(record.key)
+            deleted.append(record.key)
+        except BackendError as exc:
+            log.warning("cannot delete the pass record %s: %s", record.key, exc)
     return deleted
 
 
@@ -153,13 +172,17 @@ class PassRecords:
     def __init__(self, dest: Backend, scope: tuple[str, ...], earlier: list[UnfinishedPass], *, dry_run: bool = False) -> None:
         self.dest = dest
         self.scope = scope or (EVERYTHING,)
-        self.earlier = earlier
+        # A record of this process is dead once its pass has ended; judged now, as this pass starts.
+        self.earlier = [replace(r, dead=not _running(r.key)) if r.local else r for r in earlier]
         self.dry_run = dry_run
         self.key = f"{RECORDS_PREFIX}{uuid.uuid4().hex}.json"
         self.started = time.time()
         self.failed: BackendError | None = None  # why this pass has no record
-        self.changed = False  # this pass left its record, or deleted earlier ones
-        self._written_at: float | None = None
+        self.kept = False  # this pass ended leaving its record
+        self.checked = False  # this pass ended with every history check it owed done
+        self.deleted: list[str] = []  # earlier records this pass deleted
+        self._written = False
+        self._stop = threading.Event()
         self._lock = threading.Lock()
         with _ACTIVE_LOCK:
             _ACTIVE.add(self.key)
@@ -172,64 +195,84 @@ class PassRecords:
         """Whether a pass that did not finish may have left a history link of ``repository`` unwritten."""
         return any(record.covers(repository) for record in self.earlier)
 
+    def own_record(self) -> UnfinishedPass:
+        """This pass's record as others will find it once the pass has ended (for the sidecar's list)."""
+        return UnfinishedPass(self.key, self._recorded_scope(), dead=False, local=True)
+
     def before_tag_write(self) -> None:
-        """Put this pass's record right before a tag write: the first time, and again once it is
-        RENEW_AFTER seconds old (transient failures are retried). A record that cannot be written
-        is not tried again: ``failed`` says why, and the tags are published without it."""
+        """Put this pass's record, once, before its first tag write, and start renewing it (transient
+        failures are retried). A record that cannot be written is not tried again: ``failed`` says
+        why, and the tags are published without it."""
         if self.dry_run:
             return
         with self._lock:
-            if self.failed is not None:
-                return
-            if self._written_at is not None and time.time() - self._written_at < RENEW_AFTER:
+            if self._written or self.failed is not None:
                 return
             try:
                 self._put()
             except BackendError as exc:
                 self.failed = exc
                 log.error("cannot write the pass record %s: %s", self.key, exc)
+                return
+            self._written = True
+        threading.Thread(target=self._renew, name="pass-record", daemon=True).start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_AFTER):
+            try:
+                with self._lock:
+                    if not self._stop.is_set():
+                        self._put()
+            except BackendError as exc:
+                log.warning("cannot renew the pass record %s: %s", self.key, exc)
+
+    def _recorded_scope(self) -> tuple[str, ...]:
+        return self.scope if len(self.scope) <= _MAX_SCOPE else (EVERYTHING,)
 
     def _put(self) -> None:
         pid = os.getpid()
         content = json.dumps({
-            "scope": list(self.scope), "host": socket.gethostname(), "boot": boot_id(), "pid": pid,
-            "start": process_start(pid) or "", "started": self.started, "renewed": time.time(),
+            "scope": list(self._recorded_scope()), "host": socket.gethostname(), "boot": boot_id(),
+            "pidns": pid_namespace(), "pid": pid, "start": process_start(pid) or "", "started": self.started,
+            "renewed": time.time(),
         }).encode()
         for attempt in range(_PUT_ATTEMPTS):
             try:
                 self.dest.put(self.key, io.BytesIO(content), size=len(content))
-                break
+                return
             except TransientError:
                 if attempt + 1 == _PUT_ATTEMPTS:
                     raise
                 time.sleep(0.2 * 2**attempt)
-        self._written_at = time.time()
 
-    def finish(self, *, wrote_all: bool, problems: bool) -> None:
-        """At the end of a pass. ``wrote_all``: no interruption, no failed write; ``problems``: the pass
-        reported any problem or did not read everything in its scope.
+    def finish(self, *, wrote_all: bool, checked_all: bool) -> None:
+        """At the end of a pass. ``wrote_all``: no interruption and no failed write; ``checked_all``:
+        the pass went through every repository of its scope and every history check it owed ended.
 
-        Without a failed write this pass's record goes; the dead earlier records it covers go when
-        the pass saw no problem, or when its own record stays and covers them.
+        Without a failed write this pass's record goes. The dead earlier records it covers go when
+        ``checked_all``, or when this pass keeps its own record (renewed now), which covers theirs.
         """
+        self._stop.set()
+        self.checked = checked_all
         try:
             if self.dry_run:
                 return
+            kept = False
             with self._lock:
-                written = self._written_at is not None
-                if written and not wrote_all:
-                    self.changed = True
+                if self._written and not wrote_all:
                     try:
-                        self._put()  # renewed: a concurrent pass must not take it for dead while it matters
+                        self._put()  # renewed now: not taken for dead while it matters
+                        kept = True
                     except BackendError as exc:
                         log.warning("cannot renew the pass record %s: %s", self.key, exc)
-            if written and wrote_all:
+            self.kept = kept
+            if self._written and wrote_all:
                 try:
                     self.dest.delete(self.key)
                 except BackendError as exc:
                     log.warning("cannot delete the pass record %s: %s", self.key, exc)
-            if not problems or (written and not wrote_all):
-                self.changed |= delete_records(self.dest, self.earlier, self.scope) > 0
+            if checked_all or kept:
+                self.deleted = delete_records(self.dest, self.earlier, self.scope)
         finally:
             with _ACTIVE_LOCK:
                 _ACTIVE.discard(self.key)

@@ -15,7 +15,8 @@ class Problem:
     ``kind`` is one of: invalid-name, invalid-link, missing-link, missing-blob,
     missing-manifest, digest-mismatch, malformed-manifest, read-failed,
     write-failed, verify-failed, revision-not-published, tag-not-published,
-    delete-refused, delete-failed, delete-skipped, broken-tag, broken-revision.
+    delete-refused, delete-failed, delete-skipped, broken-tag, broken-revision,
+    pass-record-failed.
     """
 
     kind: str

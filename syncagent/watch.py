@@ -41,7 +41,7 @@ from .layout import InvalidPath, TagCurrentLink, key_of
 from .metrics import Metrics
 from .registry_check import TokenConfigurationError, check_published_tags, checker_from_settings
 from .notification_auth import Authenticator
-from .pass_records import EVERYTHING, UnfinishedPass, delete_records, load_records
+from .pass_records import EVERYTHING, PassRecords, UnfinishedPass, delete_records, load_records
 from .replica import mark_if_fresh
 from .report import Problem, Report
 from .transfer import Cancelled
@@ -51,6 +51,7 @@ from .workqueue import RepositoryQueue, RetryPolicy, Ticket
 log = logging.getLogger("syncagent.watch")
 
 LAST_RECONCILE_KEY = "last_reconcile_completed"
+UNFINISHED_TTL = 60.0  # seconds the sidecar trusts its list of the destination's pass records
 FOLLOW_UP_WINDOW = 30.0
 MAX_LOGGED_PROBLEMS = 20
 PRUNE_EVERY = 600.0
@@ -122,6 +123,8 @@ class WatchService:
         self._engines: dict[str, Engine] = {}
         self._engines_lock = threading.Lock()
         self._unfinished: list[UnfinishedPass] | None = None
+        self._unfinished_read = 0.0
+        self._history_gaps: set[str] = set()  # repositories whose last pass left history checks undone
         self._unfinished_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
@@ -314,8 +317,8 @@ class WatchService:
         finally:
             with self._engines_lock:
                 self._engines.pop(repository, None)
-            if getattr(engine, "records", None) is not None and engine.records.changed:
-                self._forget_unfinished()
+            if getattr(engine, "records", None) is not None:
+                self._update_unfinished(repository, engine.records)
         if engine.cancelled.is_set():
             result = "cancelled"
         elif result == "ok" and report.problems:
@@ -453,9 +456,13 @@ class WatchService:
         while not round_.done.wait(0.5):
             if self.stopping.is_set():
                 return False
-        if round_.failed == 0 and not self.options.dry_run:
+        with self._unfinished_lock:
+            gaps = sorted(self._history_gaps)
+        if not gaps and not self.options.dry_run:
             if delete_records(self.dest, records, self.options.repositories or (EVERYTHING,)):
                 self._forget_unfinished()
+        elif gaps:
+            log.warning("pass records kept: history checks undone in %s", ", ".join(gaps[:5]))
         finished = time.time()
         self._last_reconcile = finished
         try:
@@ -470,18 +477,35 @@ class WatchService:
         return round_.failed == 0
 
     def _unfinished_passes(self) -> list[UnfinishedPass]:
-        """The destination's records of passes that did not finish (pass_records.py), read once and
-        kept until a pass or reconcile changes them, so that a pass does not list them every time."""
+        """The destination's records of passes that did not finish (pass_records.py): read again
+        once they are UNFINISHED_TTL seconds old, and kept up to date in between with what this
+        process's passes did, so that a pass does not list them every time."""
         with self._unfinished_lock:
-            if self._unfinished is None:
+            if self._unfinished is None or time.monotonic() - self._unfinished_read > UNFINISHED_TTL:
                 self._unfinished = load_records(self.dest)
-            return self._unfinished
+                self._unfinished_read = time.monotonic()
+            return list(self._unfinished)
 
     def _refresh_unfinished(self) -> list[UnfinishedPass]:
-        """Read again as a reconcile starts (a one-shot sync may have died meanwhile): every pass of
-        the reconcile checks the history links in their scope, so a clean one deletes the dead ones."""
-        self._forget_unfinished()
+        """Read again as a reconcile starts: every pass of the reconcile checks the history links in
+        their scope, so a clean one deletes the dead ones (a killed one-shot sync's included)."""
+        with self._unfinished_lock:
+            self._unfinished = None
         return self._unfinished_passes()
+
+    def _update_unfinished(self, repository: str, records: PassRecords) -> None:
+        """What one pass did to the records: left its own, deleted earlier ones, checked its history."""
+        with self._unfinished_lock:
+            if records.checked:
+                self._history_gaps.discard(repository)
+            else:
+                self._history_gaps.add(repository)
+            if self._unfinished is None:
+                return
+            gone = set(records.deleted) | {records.key}
+            self._unfinished = [r for r in self._unfinished if r.key not in gone]
+            if records.kept:
+                self._unfinished.append(records.own_record())
 
     def _forget_unfinished(self) -> None:
         with self._unfinished_lock:

@@ -67,7 +67,7 @@ def records(dest):
 def plant(dest, scope=("*",), *, host="another-host", age=STALE_AFTER + 60, name=None) -> str:
     """A record as a pass on ``host`` leaves it, last renewed ``age`` seconds ago (dead once stale)."""
     key = f"{RECORDS_PREFIX}{name or 'planted-' + str(len(records(dest)))}.json"
-    content = json.dumps({"scope": list(scope), "host": host, "boot": "b", "pid": 1, "start": "1",
+    content = json.dumps({"scope": list(scope), "host": host, "boot": "b", "pidns": "1", "pid": 1, "start": "1",
                           "started": time.time() - age, "renewed": time.time() - age}).encode()
     MemoryBackend.put(dest, key, io.BytesIO(content), size=len(content))
     return key
@@ -164,7 +164,7 @@ def test_a_tag_moved_to_a_broken_image_after_a_dead_pass_still_gets_the_history_
     assert {p.kind for p in report.problems} >= {"tag-not-published"}
     assert dest.read_bytes(key_of(TagCurrentLink("app", "v1"))).decode() == str(old)
     assert dest.exists(key_of(TagIndexLink("app", "v1", old)))  # checked although the tag is not up to date
-    assert records(dest) == [planted]  # a pass with problems does not vouch for everything
+    assert planted not in records(dest)  # every history check ended: an unrelated problem keeps nothing
 
 
 def test_a_record_is_checked_and_cleared_only_within_its_scope(source, tree):
@@ -221,7 +221,7 @@ def test_a_live_record_is_checked_against_but_never_deleted(source, tree):
     report = sync(source, dest)
     assert report.ok and report.counters["history_repaired"] == 1 and dest.exists(victim)
     assert records(dest) == sorted([elsewhere, here.key])
-    here.finish(wrote_all=True, problems=False)
+    here.finish(wrote_all=True, checked_all=True)
     assert records(dest) == [elsewhere]
     assert [r.dead for r in read_records(dest)] == [False]
 
@@ -240,16 +240,17 @@ def test_a_record_that_cannot_be_written_is_reported_once_and_tags_are_still_pub
     dest.failing = lambda key: PermissionDenied(f"{key}: AccessDenied", key=key) if key.startswith(RECORDS_PREFIX) else None
     report = sync(source, dest)
     assert report.counters["tags_published"] == 6
-    assert [(p.kind, p.key.startswith(RECORDS_PREFIX)) for p in report.problems] == [("write-failed", True)]
+    assert [(p.kind, p.key.startswith(RECORDS_PREFIX)) for p in report.problems] == [("pass-record-failed", True)]
     assert "AccessDenied" in report.problems[0].reason
     assert sum(1 for key in dest.puts if key in history_keys(tree)) == 6
 
 
-def test_a_record_is_renewed_before_a_tag_write_once_it_is_old_and_when_its_pass_fails(source, tree, monkeypatch):
-    monkeypatch.setattr(pass_records, "RENEW_AFTER", 0.0)
+def test_a_record_is_renewed_while_its_pass_runs_and_when_it_fails(source, tree, monkeypatch):
+    monkeypatch.setattr(pass_records, "RENEW_AFTER", 0.05)
     dest = Recording()
+    dest.after_put = lambda key: key.endswith("/current/link") and time.sleep(0.1)  # a slow pass: 0.6 s
     assert sync(source, dest).ok
-    assert sum(1 for key in dest.puts if key.startswith(RECORDS_PREFIX)) == 12  # before each of 12 tag writes
+    assert sum(1 for key in dest.puts if key.startswith(RECORDS_PREFIX)) >= 4
     monkeypatch.setattr(pass_records, "RENEW_AFTER", 3600.0)
     dest = Recording()
     victim = sorted(history_keys(tree))[0]
@@ -257,6 +258,57 @@ def test_a_record_is_renewed_before_a_tag_write_once_it_is_old_and_when_its_pass
     report = sync(source, dest)
     assert not report.ok
     assert sum(1 for key in dest.puts if key.startswith(RECORDS_PREFIX)) == 2  # written, then renewed at the end
+
+
+def test_a_record_renewed_during_a_pass_is_not_deleted_by_it(source, tree):
+    dest = Recording()
+    assert sync(source, dest).ok
+    planted = plant(dest, name="slow")  # stale when the pass starts: taken for dead
+    renewed = []
+
+    def renew_once(key):
+        if not renewed and key.endswith(".json") is False:
+            renewed.append(plant(dest, host="another-host", age=0, name="slow"))  # its pass was alive after all
+
+    dest.after_put = renew_once
+    dest.delete(sorted(history_keys(tree))[0])  # gives the pass one write to do
+    report = sync(source, dest)
+    assert report.ok and report.counters["history_repaired"] == 1
+    assert renewed and records(dest) == [planted]
+
+
+def test_records_with_a_long_scope_are_recorded_as_everything(source, tree):
+    dest = Recording()
+    keys = history_keys(tree)
+    dest.failing = lambda key: BackendError(f"{key}: Input/output error", key=key) if key in keys else None
+    many = tuple(f"repo{i}" for i in range(100)) + tuple(tree.repositories)
+    sync(source, dest, repositories=many)
+    assert [json.loads(dest.read_bytes(k))["scope"] for k in records(dest)] == [["*"]]
+
+
+@pytest.mark.parametrize("raw", [b'{"scope": ["*"], "host": "h", "boot": "b", "pidns": "1", "pid": 1e999, "start": "1", "renewed": 1}',
+                                 b"[" * 100000, b'{"scope": 5}', b"\xff\xfe"])
+def test_a_malformed_record_is_a_dead_pass_over_everything(raw):
+    dest = MemoryBackend()
+    dest.put(RECORDS_PREFIX + "bad.json", io.BytesIO(raw), size=len(raw))
+    assert [(r.scope, r.dead) for r in read_records(dest)] == [(("*",), True)]
+
+
+def test_a_history_check_that_fails_keeps_the_records(source, tree):
+    dest = Recording()
+    assert sync(source, dest).ok
+    planted = plant(dest)
+    victim = sorted(history_keys(tree))[0]
+    dest.delete(victim)
+    dest.failing = lambda key: BackendError(f"{key}: Input/output error", key=key) if key == victim else None
+    report = sync(source, dest)
+    assert [p.kind for p in report.problems] == ["write-failed"]
+    left = records(dest)
+    assert planted in left or [json.loads(dest.read_bytes(k))["scope"] for k in left] == [["*"]]  # its own covers it
+    dest.failing = lambda key: None
+    again = sync(source, dest)
+    assert again.ok and again.counters["history_repaired"] == 1 and dest.exists(victim)
+    assert records(dest) == []
 
 
 def test_dry_run_plans_the_history_link_and_writes_nothing(source, tree):
@@ -280,7 +332,7 @@ def test_the_sidecar_unit_keeps_a_record_of_its_own_repository(source, tree):
     engine = Engine(source, dest, SyncOptions())
     engine.sync_repository(repository)
     assert [json.loads(dest.read_bytes(k))["scope"] for k in records(dest)] == [[repository]]
-    assert engine.records.changed
+    assert engine.records.kept
     dest.failing = lambda key: None
     engine = Engine(source, dest, SyncOptions())
     engine.sync_repository(repository, unfinished=read_records(dest))

@@ -473,7 +473,7 @@ def test_a_sync_after_a_dead_pass_completes_the_markers_of_its_last_history_link
     hex_ = Digest.parse(digest).hex
     gone = time.time() - 3600  # the dead pass's record (it ran on another host an hour ago)
     rados_backend.put_bytes(f"{RECORDS_PREFIX}dead.json", json.dumps(
-        {"scope": ["*"], "host": "another-host", "boot": "b", "pid": 1, "start": "1", "started": gone, "renewed": gone}).encode())
+        {"scope": ["*"], "host": "another-host", "boot": "b", "pidns": "1", "pid": 1, "start": "1", "started": gone, "renewed": gone}).encode())
     io_ = rados_backend._io()
     with rados.WriteOpCtx() as op:
         io_.remove_omap_keys(op, ["p:" + hex_])

@@ -431,20 +431,32 @@ def test_a_clean_reconcile_writes_the_history_links_a_dead_sync_left_and_clears_
     assert [info.key for info in dest.iter_objects(RECORDS_PREFIX)] == []
 
 
-def test_a_reconcile_with_a_failed_pass_keeps_the_records(tmp_path, tree, start_service):
+def test_a_reconcile_keeps_the_records_until_every_history_check_ended(tmp_path, tree, start_service):
     from syncagent.engine import Engine, SyncOptions
+    from syncagent.layout import Digest, TagIndexLink, key_of
     from syncagent.pass_records import RECORDS_PREFIX
 
     source, dest = FilesystemBackend(tmp_path / "src"), FilesystemBackend(tmp_path / "dst")
     assert Engine(source, dest, SyncOptions()).run().ok
     planted = plant_dead_record(dest)
-    writer = TreeWriter(source)
-    writer.image(tree.repositories[0], [b"a layer that goes missing"], tag="broken")
+    # An unrelated problem (a tag whose layer is missing at the source) does not keep the record ...
+    TreeWriter(source).image(tree.repositories[0], [b"a layer that goes missing"], tag="broken")
     source.delete(next(i.key for i in source.iter_objects("docker/registry/v2/blobs/")
                        if source.read_bytes(i.key) == b"a layer that goes missing"))
+    # ... a history link that cannot be written does.
+    repository, (tag, digest) = tree.repositories[1], next(iter(tree.tags[tree.repositories[1]].items()))
+    blocked = key_of(TagIndexLink(repository, tag, Digest.parse(digest)))
+    dest.delete(blocked)
+    (tmp_path / "dst" / blocked / "in-the-way").mkdir(parents=True)
     service = start_service(notifications=False, reconcile_interval=0.0)
     assert not service.reconcile_once()
-    assert [info.key for info in dest.iter_objects(RECORDS_PREFIX)] == [planted]
+    assert planted in [info.key for info in dest.iter_objects(RECORDS_PREFIX)]  # with the failed pass's own
+    import shutil
+
+    shutil.rmtree(tmp_path / "dst" / blocked)
+    service.reconcile_once()  # still not clean (the broken tag), but every history check ended
+    assert dest.exists(blocked)
+    assert [info.key for info in dest.iter_objects(RECORDS_PREFIX)] == []
 
 
 def plant_dead_record(dest) -> str:
@@ -452,6 +464,25 @@ def plant_dead_record(dest) -> str:
 
     key = f"{RECORDS_PREFIX}dead.json"
     gone = time.time() - 3600
-    dest.put_bytes(key, json.dumps({"scope": ["*"], "host": "another-host", "boot": "b", "pid": 1, "start": "1",
+    dest.put_bytes(key, json.dumps({"scope": ["*"], "host": "another-host", "boot": "b", "pidns": "1", "pid": 1, "start": "1",
                                     "started": gone, "renewed": gone}).encode())
     return key
+
+
+def test_without_a_periodic_reconcile_the_sidecar_still_reads_new_records(tmp_path, tree, start_service, monkeypatch):
+    from syncagent.layout import Digest, TagIndexLink, key_of
+
+    monkeypatch.setattr("syncagent.watch.UNFINISHED_TTL", 0.0)  # read again at every pass
+    service = start_service()  # notifications only: no reconcile ever
+    repository = tree.repositories[0]
+    assert post(service, push_event(repository)).status_code == 200
+    assert poll(lambda: dest_tags(tmp_path, repository) == tree.tags[repository])
+    assert poll(lambda: service.journal.pass_count(repository) >= 1)
+    dest = FilesystemBackend(tmp_path / "dst")
+    tag, digest = next(iter(tree.tags[repository].items()))
+    lost = key_of(TagIndexLink(repository, tag, Digest.parse(digest)))
+    dest.delete(lost)
+    plant_dead_record(dest)  # a one-shot sync died meanwhile
+    assert post(service, push_event(repository)).status_code == 200
+    assert poll(lambda: dest.exists(lost)), "the next pass over the repository wrote the history link"
+    assert poll(lambda: metric(service, "syncagent_history_repaired_total") == 1)
