@@ -415,11 +415,19 @@ class WatchService:
     def _reconcile_loop(self) -> None:
         interval = self.config.reconcile_interval
         if self.config.reconcile_at_start:
-            self.reconcile_once()
+            self._reconcile_guarded()
         if interval <= 0:
             return
         while not self.stopping.wait(interval):
+            self._reconcile_guarded()
+
+    def _reconcile_guarded(self) -> None:
+        """One reconcile; whatever it raises is logged and counted, and the next one runs on time."""
+        try:
             self.reconcile_once()
+        except Exception:
+            log.exception("unexpected failure in the reconcile")
+            self.metrics.errors.labels("internal-error").inc()
 
     def reconcile_once(self) -> bool:
         """Ask for a pass over every source repository, wait for them all; True when every pass was clean."""
