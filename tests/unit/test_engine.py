@@ -149,25 +149,30 @@ def test_resync_copies_nothing_and_shared_blobs_are_copied_once(source):
     assert second.counters["links_written"] == 0
 
 
-class CountingStats(MemoryBackend):
-    """A destination that records the keys it is asked to stat."""
+class CountingReads(MemoryBackend):
+    """A destination that records the keys it is asked to stat and the prefixes it is asked to list."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stats: list[str] = []
+        self.listed: list[str] = []
 
     def stat(self, key):
         self.stats.append(key)
         return super().stat(key)
 
+    def iter_children(self, prefix):
+        self.listed.append(prefix)
+        return super().iter_children(prefix)
+
 
 def test_a_destination_without_blob_data_gets_no_blob_stats(source, tree):
-    dest = CountingStats()
+    dest = CountingReads()
     report = sync(source, dest, jobs=4)
     assert report.ok, report.problems
     assert report.counters["blobs_copied"] == tree.blobs
     assert [key for key in dest.stats if key.startswith("docker/registry/v2/blobs/")] == []
-    seeded = CountingStats()  # holds blob data already: every blob is looked at before it is copied
+    seeded = CountingReads()  # holds blob data already: every blob is looked at before it is copied
     first = next(iter(source.iter_objects("docker/registry/v2/blobs/")))
     seeded.put_bytes(first.key, source.read_bytes(first.key))
     report = sync(source, seeded, jobs=4)
@@ -175,20 +180,8 @@ def test_a_destination_without_blob_data_gets_no_blob_stats(source, tree):
     assert len({key for key in seeded.stats if key.startswith("docker/registry/v2/blobs/")}) == tree.blobs
 
 
-class CountingListings(MemoryBackend):
-    """A destination that records the prefixes it is asked to list."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.listed: list[str] = []
-
-    def iter_children(self, prefix):
-        self.listed.append(prefix)
-        return super().iter_children(prefix)
-
-
 def test_a_fresh_destination_is_not_read_per_repository(source, tree):
-    dest = CountingListings()
+    dest = CountingReads()
     assert sync(source, dest, jobs=4).ok
     per_repository = [p for p in dest.listed if p.startswith("docker/registry/v2/repositories/") and "/_" in p]
     assert per_repository == []
