@@ -24,10 +24,18 @@ BeforeCommit = Callable[[], None]
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What ``stat`` and ``iter_objects`` report about one object."""
+    """What ``stat`` and ``iter_objects`` report about one object.
+
+    ``md5``: on stores with ``listing_md5``, what ``iter_objects`` reports as
+    the content's MD5 (hex), or None. A hint only: equal to the MD5 of the
+    content one expects means the object holds it; anything else means
+    nothing (S3 reports other values for multipart or SSE-KMS objects), so
+    read the object.
+    """
 
     key: str
     size: int
+    md5: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,12 +57,16 @@ class Capabilities:
     ``max_object_size``: largest object one put may write, or None.
     ``local``: operations are local system calls, not network round trips, so
     many small operations in parallel only contend for the interpreter.
+    ``listing_md5``: ``iter_objects`` reports MD5 hints (``ObjectInfo.md5``),
+    so one listing can stand in for reading many small objects whose content
+    is known in advance.
     """
 
     empty_prefixes: bool = False
     default_concurrency: int = 8
     max_object_size: int | None = None
     local: bool = False
+    listing_md5: bool = False
 
 
 @runtime_checkable

@@ -85,6 +85,7 @@ MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_PARTS = 10_000
 MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MIB
 _READ_BLOCK = 1 * MIB
+_HEX32 = re.compile(r"[0-9a-f]{32}")
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,254}$")
 
 
@@ -186,7 +187,8 @@ class S3Backend(BaseBackend):
         self.root = root
         self.options = options
         self.url = _format_url(bucket, root, options)
-        self.capabilities = Capabilities(empty_prefixes=False, default_concurrency=options.max_concurrency, max_object_size=MAX_OBJECT_SIZE)
+        self.capabilities = Capabilities(empty_prefixes=False, default_concurrency=options.max_concurrency,
+                                         max_object_size=MAX_OBJECT_SIZE, listing_md5=True)
         session = _make_session(options)
         self._client = _make_client(session, options)
         self._crt, why_not = make_crt_uploads(session, self._client, bucket, options)
@@ -366,7 +368,7 @@ class S3Backend(BaseBackend):
             for item in page.get("Contents", ()):
                 key = item["Key"][strip:]
                 if _is_key(key):
-                    yield ObjectInfo(key, int(item["Size"]))
+                    yield ObjectInfo(key, int(item["Size"]), _md5_of_etag(item.get("ETag")))
 
     def _pages(self, full_prefix: str, *, delimiter: bool) -> Iterator[dict[str, Any]]:
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix}
@@ -436,6 +438,13 @@ def _format_url(bucket: str, root: str, options: S3Options) -> str:
     }
     query = urlencode({name: str(value).lower() if isinstance(value, bool) else value for name, value in changed.items()}, safe=":/")
     return f"s3://{bucket}/{root}" + (f"?{query}" if query else "")
+
+
+def _md5_of_etag(etag: str | None) -> str | None:
+    """The ETag as an MD5 hint: S3's ETag of an object stored by one PutObject without SSE-KMS or
+    SSE-C is its MD5; other ETags (multipart ``...-N``) are left out, the rest are hints only."""
+    value = (etag or "").strip('"').lower()
+    return value if _HEX32.fullmatch(value) else None
 
 
 def _read_up_to(stream: BinaryIO, limit: int) -> bytes:

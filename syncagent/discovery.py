@@ -7,6 +7,7 @@ place (truncate, then write), so a reader can catch it half-written.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -19,6 +20,7 @@ from .layout import (
     InvalidPath,
     RevisionLink,
     TagCurrentLink,
+    format_link,
     key_of,
     parse_link,
     revisions_prefix,
@@ -129,6 +131,31 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
             on_problem(Problem("missing-link", "tag has no current/link", repository=repository, tag=tag, key=key))
         except UnreadableLink as exc:
             on_problem(Problem("invalid-link", str(exc), repository=repository, tag=tag, key=key))
+    if getattr(backend.capabilities, "listing_md5", False):
+        candidates = _revisions_listed(backend, repository, on_problem)
+    else:
+        candidates = _revisions_walked(backend, repository, on_problem)
+    for digest, md5 in candidates:
+        if md5 is not None and md5 == hashlib.md5(format_link(digest)).hexdigest():
+            state.revisions.add(digest)  # the listing vouches for the link's content
+            continue
+        key = key_of(RevisionLink(repository, digest))
+        try:
+            content = read_link(backend, key)
+        except NotFound:
+            continue  # a directory without its link: a revision being written or deleted
+        except UnreadableLink as exc:
+            on_problem(Problem("invalid-link", str(exc), repository=repository, digest=str(digest), key=key))
+            continue
+        if content != digest:
+            on_problem(Problem("invalid-link", f"revision link holds {content}", repository=repository, digest=str(digest), key=key))
+            continue
+        state.revisions.add(digest)
+    return state
+
+
+def _revisions_walked(backend: Backend, repository: str, on_problem: OnProblem) -> Iterator[tuple[Digest, None]]:
+    """The revision digests a repository's directories name, one listing per algorithm."""
     for algorithm_entry in backend.iter_children(revisions_prefix(repository)):
         if not algorithm_entry.is_prefix:
             continue
@@ -137,22 +164,19 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
             if not entry.is_prefix:
                 continue
             try:
-                digest = Digest.of(algorithm_entry.name, entry.name)
+                yield Digest.of(algorithm_entry.name, entry.name), None
             except InvalidPath as exc:
                 on_problem(Problem("invalid-name", str(exc), repository=repository, key=prefix + entry.name))
-                continue
-            key = key_of(RevisionLink(repository, digest))
-            try:
-                content = read_link(backend, key)
-            except NotFound:
-                continue  # a directory without its link: a revision being written or deleted
-            except UnreadableLink as exc:
-                on_problem(Problem("invalid-link", str(exc), repository=repository, digest=str(digest), key=key))
-                continue
-            if content != digest:
-                on_problem(
-                    Problem("invalid-link", f"revision link holds {content}", repository=repository, digest=str(digest), key=key)
-                )
-                continue
-            state.revisions.add(digest)
-    return state
+
+
+def _revisions_listed(backend: Backend, repository: str, on_problem: OnProblem) -> Iterator[tuple[Digest, str | None]]:
+    """The revision links of a repository from one recursive listing, with their MD5 hints."""
+    prefix = revisions_prefix(repository)
+    for info in backend.iter_objects(prefix):
+        parts = info.key[len(prefix):].split("/")
+        if len(parts) != 3 or parts[2] != "link":
+            continue
+        try:
+            yield Digest.of(parts[0], parts[1]), info.md5
+        except InvalidPath as exc:
+            on_problem(Problem("invalid-name", str(exc), repository=repository, key=f"{prefix}{parts[0]}/{parts[1]}"))

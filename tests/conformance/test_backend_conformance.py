@@ -268,3 +268,23 @@ def test_read_prefix_reads_at_most_the_asked_size(backend_under_test):
     assert backend.read_prefix("short/object", 100) == b"0123456789"
     with pytest.raises(NotFound):
         backend.read_prefix("short/missing", 10)
+
+
+def test_listing_md5_hints_match_the_content(backend_under_test):
+    """Stores that report MD5 hints in listings report the content's MD5 for objects stored whole
+    (or nothing, e.g. for multipart uploads); other stores report none."""
+    import hashlib
+
+    backend = backend_under_test.backend
+    big = os.urandom(13 * 1024 * 1024 + 17)
+    backend.put_bytes("hints/small", b"sha256:" + b"ab" * 32)
+    backend.put_bytes("hints/overwritten", b"first version")
+    backend.put_bytes("hints/overwritten", b"second version")
+    backend.put("hints/big", io.BytesIO(big), size=len(big))
+    hints = {info.key: info.md5 for info in backend.iter_objects("hints/")}
+    if not backend.capabilities.listing_md5:
+        assert set(hints.values()) == {None}
+        return
+    assert hints["hints/small"] == hashlib.md5(b"sha256:" + b"ab" * 32).hexdigest()
+    assert hints["hints/overwritten"] == hashlib.md5(b"second version").hexdigest()
+    assert hints["hints/big"] in (None, hashlib.md5(big).hexdigest())

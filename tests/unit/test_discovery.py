@@ -1,0 +1,95 @@
+"""Reading a repository's tags and revisions, with and without MD5 hints in listings."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+
+from backends.base import ObjectInfo
+from backends.memory import MemoryBackend
+from syncagent.discovery import read_repository
+from syncagent.layout import Digest, RevisionLink, key_of
+from syncagent.report import Report
+from syncagent.synthetic import TreeShape, write_tree
+
+
+class HintedMemory(MemoryBackend):
+    """A memory backend whose listings carry MD5 hints, like S3's ETags; counts the reads of links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.capabilities = replace(self.capabilities, listing_md5=True)
+        self.reads: list[str] = []
+        self.wrong_hints: set[str] = set()  # keys whose hint is not their MD5 (as SSE-KMS gives)
+
+    def iter_objects(self, prefix):
+        for info in super().iter_objects(prefix):
+            with MemoryBackend.open_read(self, info.key) as stream:  # what the store knows, not a read of ours
+                md5 = "0" * 32 if info.key in self.wrong_hints else hashlib.md5(stream.read()).hexdigest()
+            yield ObjectInfo(info.key, info.size, md5)
+
+    def open_read(self, key):
+        self.reads.append(key)
+        return super().open_read(key)
+
+
+@pytest.fixture
+def pair():
+    plain, hinted = MemoryBackend(), HintedMemory()
+    shape = TreeShape(repositories=2, tags_per_repository=3, index_every=2, untagged_per_repository=1, layer_bytes=(10, 100))
+    tree = write_tree(plain, shape)
+    write_tree(hinted, shape)
+    hinted.reads.clear()
+    return plain, hinted, tree
+
+
+def revision_keys(state):
+    return {key_of(RevisionLink(state.name, digest)) for digest in state.revisions}
+
+
+def test_hints_stand_in_for_reading_revision_links_and_give_the_same_state(pair):
+    plain, hinted, tree = pair
+    for repository in tree.repositories:
+        expected, found = read_repository(plain, repository), read_repository(hinted, repository)
+        assert found == expected and found.revisions
+        assert not set(hinted.reads) & revision_keys(found)
+
+
+def test_a_hint_that_is_not_the_md5_means_the_link_is_read(pair):
+    plain, hinted, tree = pair
+    repository = tree.repositories[0]
+    wrong = sorted(revision_keys(read_repository(plain, repository)))[0]
+    hinted.wrong_hints.add(wrong)
+    assert read_repository(hinted, repository) == read_repository(plain, repository)
+    assert [key for key in hinted.reads if "/_manifests/revisions/" in key] == [wrong]
+
+
+def test_a_corrupt_revision_link_is_reported_whatever_its_hint_says(pair):
+    plain, hinted, tree = pair
+    repository = tree.repositories[0]
+    victim = sorted(revision_keys(read_repository(plain, repository)))[0]
+    other = Digest.parse("sha256:" + "e" * 64)
+    for backend in (plain, hinted):
+        backend.put_bytes(victim, b"sha256:" + b"e" * 64)
+    problems = {}
+    for name, backend in (("plain", plain), ("hinted", hinted)):
+        report = Report()
+        state = read_repository(backend, repository, report.add_problem)
+        problems[name] = [(p.kind, p.key) for p in report.problems]
+        assert other not in state.revisions
+    assert problems["plain"] == problems["hinted"] == [("invalid-link", victim)]
+
+
+def test_badly_named_revision_directories_are_reported_either_way(pair):
+    plain, hinted, tree = pair
+    repository = tree.repositories[0]
+    for backend in (plain, hinted):
+        backend.put_bytes(f"docker/registry/v2/repositories/{repository}/_manifests/revisions/sha256/NOT-HEX/link", b"x")
+    kinds = {}
+    for name, backend in (("plain", plain), ("hinted", hinted)):
+        report = Report()
+        read_repository(backend, repository, report.add_problem)
+        kinds[name] = [(p.kind, p.key.rsplit("/", 1)[-1]) for p in report.problems]
+    assert kinds["plain"] == kinds["hinted"] == [("invalid-name", "NOT-HEX")]
