@@ -86,7 +86,7 @@ def compare(source: Backend, dest: Backend, report: Report, *, repositories: Cal
             continue
         src = read_repository(source, name, report.add_problem)
         try:
-            dst = read_repository(dest, name)
+            dst = read_repository(dest, name, expected_tags=src.tags)
         except NotFound:
             dst = RepositoryState(name)
         diff = difference(src, dst)

@@ -86,7 +86,7 @@ def list_tag_names(backend: Backend, repository: str) -> set[str]:
 def plan_repository(source: Backend, dest: Backend, repository: str, source_has_repository: bool) -> RepositoryDeletes:
     """Decide what to delete in one repository; reads both sides, writes nothing."""
     src = read_repository(source, repository) if source_has_repository else RepositoryState(repository)
-    dst = read_repository(dest, repository)
+    dst = read_repository(dest, repository, expected_tags=src.tags)
     src_layers = list_layer_links(source, repository) if source_has_repository else set()
     plan = RepositoryDeletes(repository, dest_revisions=len(dst.revisions))
     dest_tag_names = list_tag_names(dest, repository)

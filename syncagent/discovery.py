@@ -112,17 +112,28 @@ class RepositoryState:
     revisions: set[Digest] = field(default_factory=set)
 
 
-def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _ignore) -> RepositoryState:
-    """Tags (with their current digests) and revisions; bad entries are reported and left out."""
+def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _ignore, *,
+                    expected_tags: dict[str, Digest] | None = None) -> RepositoryState:
+    """Tags (with their current digests) and revisions; bad entries are reported and left out.
+
+    On stores whose listings carry MD5 hints, one recursive listing each of the
+    tags and of the revisions stands in for reading every link whose content
+    is known: a revision link holds its own digest, and a tag's ``current/link``
+    holds ``expected_tags[tag]`` when its hint says so (pass the other side's
+    tags). Every other link is read.
+    """
     state = RepositoryState(repository)
-    for entry in backend.iter_children(tags_prefix(repository)):
-        if not entry.is_prefix:
-            continue
-        tag = entry.name
+    hinted = getattr(backend.capabilities, "listing_md5", False)
+    tags = _tags_listed(backend, repository) if hinted else _tags_walked(backend, repository)
+    for tag, md5 in tags:
         try:
             validate_tag(tag)
         except InvalidPath as exc:
             on_problem(Problem("invalid-name", str(exc), repository=repository, key=tags_prefix(repository) + tag))
+            continue
+        expected = (expected_tags or {}).get(tag)
+        if md5 is not None and expected is not None and md5 == _link_md5(expected):
+            state.tags[tag] = expected  # the listing vouches for the link's content
             continue
         key = key_of(TagCurrentLink(repository, tag))
         try:
@@ -131,12 +142,12 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
             on_problem(Problem("missing-link", "tag has no current/link", repository=repository, tag=tag, key=key))
         except UnreadableLink as exc:
             on_problem(Problem("invalid-link", str(exc), repository=repository, tag=tag, key=key))
-    if getattr(backend.capabilities, "listing_md5", False):
+    if hinted:
         candidates = _revisions_listed(backend, repository, on_problem)
     else:
         candidates = _revisions_walked(backend, repository, on_problem)
     for digest, md5 in candidates:
-        if md5 is not None and md5 == hashlib.md5(format_link(digest)).hexdigest():
+        if md5 is not None and md5 == _link_md5(digest):
             state.revisions.add(digest)  # the listing vouches for the link's content
             continue
         key = key_of(RevisionLink(repository, digest))
@@ -152,6 +163,32 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
             continue
         state.revisions.add(digest)
     return state
+
+
+def _link_md5(digest: Digest) -> str:
+    return hashlib.md5(format_link(digest)).hexdigest()
+
+
+def _tags_walked(backend: Backend, repository: str) -> Iterator[tuple[str, None]]:
+    """The tags of a repository: its tag directories."""
+    for entry in backend.iter_children(tags_prefix(repository)):
+        if entry.is_prefix:
+            yield entry.name, None
+
+
+def _tags_listed(backend: Backend, repository: str) -> Iterator[tuple[str, str | None]]:
+    """The tags of a repository from one recursive listing, with their current links' MD5 hints."""
+    prefix = tags_prefix(repository)
+    hints: dict[str, str | None] = {}
+    for info in backend.iter_objects(prefix):
+        tag, _, rest = info.key[len(prefix):].partition("/")
+        if not rest:
+            continue  # an object beside the tag directories, not a tag
+        if rest == "current/link":
+            hints[tag] = info.md5
+        else:
+            hints.setdefault(tag, None)
+    yield from hints.items()
 
 
 def _revisions_walked(backend: Backend, repository: str, on_problem: OnProblem) -> Iterator[tuple[Digest, None]]:

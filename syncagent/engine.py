@@ -335,7 +335,7 @@ class _RepositorySync:
             self.dst = RepositoryState(self.repository)
         else:
             try:
-                self.dst = read_repository(engine.dest, self.repository)
+                self.dst = read_repository(engine.dest, self.repository, expected_tags=self.src.tags)
             except NotFound:
                 self.dst = RepositoryState(self.repository)  # a destination that does not exist yet is empty
         self.report.count("repositories")

@@ -10,7 +10,7 @@ import pytest
 from backends.base import ObjectInfo
 from backends.memory import MemoryBackend
 from syncagent.discovery import read_repository
-from syncagent.layout import Digest, RevisionLink, key_of
+from syncagent.layout import Digest, RevisionLink, TagCurrentLink, key_of
 from syncagent.report import Report
 from syncagent.synthetic import TreeShape, write_tree
 
@@ -93,3 +93,36 @@ def test_badly_named_revision_directories_are_reported_either_way(pair):
         read_repository(backend, repository, report.add_problem)
         kinds[name] = [(p.kind, p.key.rsplit("/", 1)[-1]) for p in report.problems]
     assert kinds["plain"] == kinds["hinted"] == [("invalid-name", "NOT-HEX")]
+
+
+def tag_keys(state):
+    return {key_of(TagCurrentLink(state.name, tag)) for tag in state.tags}
+
+
+def test_hints_stand_in_for_reading_current_links_that_hold_the_expected_digest(pair):
+    plain, hinted, tree = pair
+    repository = tree.repositories[0]
+    expected = read_repository(plain, repository)
+    moved = sorted(expected.tags)[0]
+    other = sorted(expected.revisions - {expected.tags[moved]})[0]
+    wanted = dict(expected.tags, **{moved: other})  # the other side moved one tag
+    found = read_repository(hinted, repository, expected_tags=wanted)
+    assert found == expected
+    assert [key for key in hinted.reads if key in tag_keys(found)] == [key_of(TagCurrentLink(repository, moved))]
+    hinted.reads.clear()
+    assert read_repository(hinted, repository) == expected  # nothing expected: every current link is read
+    assert set(hinted.reads) >= tag_keys(expected)
+
+
+def test_a_tag_without_its_current_link_is_reported_either_way(pair):
+    plain, hinted, tree = pair
+    repository = tree.repositories[0]
+    tag = sorted(tree.tags[repository])[0]
+    problems = {}
+    for name, backend in (("plain", plain), ("hinted", hinted)):
+        backend.delete(key_of(TagCurrentLink(repository, tag)))
+        report = Report()
+        state = read_repository(backend, repository, report.add_problem, expected_tags={tag: Digest.parse(tree.tags[repository][tag])})
+        assert tag not in state.tags
+        problems[name] = [(p.kind, p.tag) for p in report.problems]
+    assert problems["plain"] == problems["hinted"] == [("missing-link", tag)]
