@@ -112,6 +112,11 @@ class S3Options:
         "is missing, max_attempts is 1, a proxy is set in the environment or no credentials are found)",
     )
     multipart_chunksize: int = option(16 * MIB, "bytes per part of a multipart upload (at least 5 MiB); raised as needed to stay within 10,000 parts when the size is known")
+    listing_md5: bool = option(
+        True,
+        "take listed ETags as MD5 hints, so that links whose content is known are not read one GET each; "
+        "off for S3 gateways whose listings can lag behind the objects (e.g. over storage written out of band)",
+    )
 
     def __post_init__(self) -> None:
         if self.addressing_style not in ("auto", "path", "virtual"):
@@ -188,7 +193,7 @@ class S3Backend(BaseBackend):
         self.options = options
         self.url = _format_url(bucket, root, options)
         self.capabilities = Capabilities(empty_prefixes=False, default_concurrency=options.max_concurrency,
-                                         max_object_size=MAX_OBJECT_SIZE, listing_md5=True)
+                                         max_object_size=MAX_OBJECT_SIZE, listing_md5=options.listing_md5)
         session = _make_session(options)
         self._client = _make_client(session, options)
         self._crt, why_not = make_crt_uploads(session, self._client, bucket, options)

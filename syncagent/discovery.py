@@ -124,15 +124,16 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
     """
     state = RepositoryState(repository)
     hinted = getattr(backend.capabilities, "listing_md5", False)
-    tags = _tags_listed(backend, repository) if hinted else _tags_walked(backend, repository)
-    for tag, md5 in tags:
+    # A tag listing also lists every history link: worth it only when hints can spare the GETs.
+    tags = _tags_listed(backend, repository) if hinted and expected_tags else _tags_walked(backend, repository)
+    for tag, hint in tags:
         try:
             validate_tag(tag)
         except InvalidPath as exc:
             on_problem(Problem("invalid-name", str(exc), repository=repository, key=tags_prefix(repository) + tag))
             continue
         expected = (expected_tags or {}).get(tag)
-        if md5 is not None and expected is not None and md5 == _link_md5(expected):
+        if expected is not None and _vouches(hint, expected):
             state.tags[tag] = expected  # the listing vouches for the link's content
             continue
         key = key_of(TagCurrentLink(repository, tag))
@@ -146,8 +147,8 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
         candidates = _revisions_listed(backend, repository, on_problem)
     else:
         candidates = _revisions_walked(backend, repository, on_problem)
-    for digest, md5 in candidates:
-        if md5 is not None and md5 == _link_md5(digest):
+    for digest, hint in candidates:
+        if _vouches(hint, digest):
             state.revisions.add(digest)  # the listing vouches for the link's content
             continue
         key = key_of(RevisionLink(repository, digest))
@@ -165,8 +166,12 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
     return state
 
 
-def _link_md5(digest: Digest) -> str:
-    return hashlib.md5(format_link(digest)).hexdigest()
+def _vouches(hint: tuple[str | None, int] | None, digest: Digest) -> bool:
+    """Whether a listing's (MD5 hint, size) says the link holds exactly ``digest``."""
+    if hint is None or hint[0] is None:
+        return False
+    content = format_link(digest)
+    return hint[1] == len(content) and hint[0] == hashlib.md5(content).hexdigest()
 
 
 def _tags_walked(backend: Backend, repository: str) -> Iterator[tuple[str, None]]:
@@ -176,16 +181,16 @@ def _tags_walked(backend: Backend, repository: str) -> Iterator[tuple[str, None]
             yield entry.name, None
 
 
-def _tags_listed(backend: Backend, repository: str) -> Iterator[tuple[str, str | None]]:
+def _tags_listed(backend: Backend, repository: str) -> Iterator[tuple[str, tuple[str | None, int] | None]]:
     """The tags of a repository from one recursive listing, with their current links' MD5 hints."""
     prefix = tags_prefix(repository)
-    hints: dict[str, str | None] = {}
+    hints: dict[str, tuple[str | None, int] | None] = {}
     for info in backend.iter_objects(prefix):
         tag, _, rest = info.key[len(prefix):].partition("/")
         if not rest:
             continue  # an object beside the tag directories, not a tag
         if rest == "current/link":
-            hints[tag] = info.md5
+            hints[tag] = (info.md5, info.size)
         else:
             hints.setdefault(tag, None)
     yield from hints.items()
@@ -206,7 +211,7 @@ def _revisions_walked(backend: Backend, repository: str, on_problem: OnProblem) 
                 on_problem(Problem("invalid-name", str(exc), repository=repository, key=prefix + entry.name))
 
 
-def _revisions_listed(backend: Backend, repository: str, on_problem: OnProblem) -> Iterator[tuple[Digest, str | None]]:
+def _revisions_listed(backend: Backend, repository: str, on_problem: OnProblem) -> Iterator[tuple[Digest, tuple[str | None, int]]]:
     """The revision links of a repository from one recursive listing, with their MD5 hints."""
     prefix = revisions_prefix(repository)
     for info in backend.iter_objects(prefix):
@@ -214,6 +219,6 @@ def _revisions_listed(backend: Backend, repository: str, on_problem: OnProblem) 
         if len(parts) != 3 or parts[2] != "link":
             continue
         try:
-            yield Digest.of(parts[0], parts[1]), info.md5
+            yield Digest.of(parts[0], parts[1]), (info.md5, info.size)
         except InvalidPath as exc:
             on_problem(Problem("invalid-name", str(exc), repository=repository, key=f"{prefix}{parts[0]}/{parts[1]}"))

@@ -125,6 +125,7 @@ class Engine:
                 self.report.interrupted = True
             repo_pool.shutdown(wait=True, cancel_futures=True)
             blob_pool.shutdown(wait=True, cancel_futures=True)
+            self._dest_empty = False  # true of the destination as this pass began, no longer
             self._finish_records(completed=completed)
         self.report.finished = time.monotonic()
         return self.report

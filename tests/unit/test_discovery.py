@@ -126,3 +126,37 @@ def test_a_tag_without_its_current_link_is_reported_either_way(pair):
         assert tag not in state.tags
         problems[name] = [(p.kind, p.tag) for p in report.problems]
     assert problems["plain"] == problems["hinted"] == [("missing-link", tag)]
+
+
+def test_a_resync_into_a_store_with_hints_reads_no_link_and_follows_a_moved_tag():
+    from syncagent.engine import Engine, SyncOptions
+    from syncagent.synthetic import TreeWriter
+
+    source, dest = MemoryBackend(), HintedMemory()
+    writer = TreeWriter(source)
+    for n in range(3):
+        writer.image(f"app{n}", [f"layer {n}".encode()], tag="v1")
+    assert Engine(source, dest, SyncOptions()).run().ok
+    dest.reads.clear()
+    again = Engine(source, dest, SyncOptions()).run()
+    assert again.ok and again.counters["tags_up_to_date"] == 3 and again.counters["links_written"] == 0
+    assert [key for key in dest.reads if "/_manifests/" in key] == []
+    moved, _ = writer.image("app1", [b"a new layer"], tag="v1")
+    dest.reads.clear()
+    report = Engine(source, dest, SyncOptions()).run()
+    assert report.ok and report.counters["tags_published"] == 1
+    assert read_repository(dest, "app1").tags == {"v1": moved}
+    assert key_of(TagCurrentLink("app1", "v1")) in dest.reads  # its hint did not vouch: read
+
+
+@pytest.mark.parametrize("etag, hint", [
+    ('"0123456789abcdef0123456789ABCDEF"', "0123456789abcdef0123456789abcdef"),
+    ("0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"),
+    ('"0123456789abcdef0123456789abcdef-3"', None),
+    ("", None),
+    (None, None),
+])
+def test_s3_etags_become_md5_hints_only_when_they_can_be_one(etag, hint):
+    from backends.s3 import _md5_of_etag
+
+    assert _md5_of_etag(etag) == hint
