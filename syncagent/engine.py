@@ -26,7 +26,7 @@ from .deletes import DeleteRunner, plan_repository
 from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository
 from .layout import BLOBS_PREFIX, Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
 from .manifest import Manifest
-from .pass_records import RECORDS_PREFIX, PassRecords, UnfinishedPass
+from .pass_records import PassRecords, UnfinishedPass, load_records
 from .replica import mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
 from .transfer import BlobCopier, BlobOutcome, Cancelled
@@ -265,10 +265,8 @@ class Engine:
         ``unfinished``: the destination's pass records as the caller last read them (the sidecar
         keeps them, so that a pass does not list them again); None reads them.
         """
-        if unfinished is None:
-            self.records = PassRecords.load(self.dest, (repository,), dry_run=self.options.dry_run)
-        else:
-            self.records = PassRecords(self.dest, (repository,), unfinished, dry_run=self.options.dry_run)
+        earlier = load_records(self.dest) if unfinished is None else unfinished
+        self.records = PassRecords(self.dest, (repository,), earlier, dry_run=self.options.dry_run)
         completed = False
         try:
             if copier is not None:

@@ -42,6 +42,8 @@ from dataclasses import dataclass, replace
 from backends import Backend, BackendError, NotFound, TransientError
 from backends.processes import boot_id, pid_namespace, process_start
 
+from .discovery import read_small
+
 log = logging.getLogger(__name__)
 
 RECORDS_PREFIX = ".syncagent/passes/"
@@ -109,11 +111,9 @@ def _parse(key: str, raw: bytes, now: float) -> UnfinishedPass:
 def _read_one(dest: Backend, key: str, now: float) -> UnfinishedPass | None:
     """The record at ``key``, None if it is gone. Raises BackendError."""
     try:
-        with dest.open_read(key) as stream:
-            raw = stream.read(_MAX_RECORD_BYTES + 1)
+        return _parse(key, read_small(dest, key, _MAX_RECORD_BYTES), now)
     except NotFound:
         return None
-    return _parse(key, raw, now)
 
 
 def read_records(dest: Backend) -> list[UnfinishedPass]:
