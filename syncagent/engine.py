@@ -1,40 +1,43 @@
 """One sync pass, source to destination, in the order of DESIGN.md.
 
-Per repository: read both sides, resolve the closure of every revision and tag
-the destination lacks (from the source's manifests), then for each manifest in
-dependency order: its blobs (copied by the shared :class:`BlobCopier`), its
-``_layers`` links, its revision link. A tag is published only after its whole
-closure has been read back from the destination: ``current/link`` first, then
-the tag's ``index`` link. Anything that fails leaves its tag unpublished and is
+For every repository the options select: a survey (survey.py: both sides'
+tags and revisions, the source's closures), a plan (plan.py: the ordered
+steps, decided from the survey alone), and a run of that plan (execute.py,
+the steps performed on the destination by writer.py). Blob copies are shared
+by all repositories of the pass (one copy per digest). ``--dry-run`` prints
+the plans and runs nothing. After the repositories: the delete pass, when
+asked for. Around them: the replica marker and the pass's record
+(pass_records.py). Anything that fails leaves its tag unpublished and is
 reported; everything else carries on.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import io
 import logging
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
-from backends import Backend, BackendError, NotFound, TransientError
+from backends import Backend, BackendError, NotFound
 
-from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
-from .deletes import DeleteRunner, plan_repository
-from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_link, read_repository
-from .layout import BLOBS_PREFIX, Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
-from .manifest import Manifest
+from .deletes import DeleteRunner, plan_repository as plan_deletes
+from .discovery import iter_repositories
+from .execute import RepositoryRun
+from .layout import BLOBS_PREFIX, DigestSet, repository_prefix
 from .pass_records import PassRecords, UnfinishedPass, load_records
+from .plan import BLOB_STEPS, LinkLayers, LinkRevision, PlanSettings, PublishTag, RepositoryPlan, describe_step, layer_link_lines, plan_repository
 from .replica import mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
-from .transfer import BlobCopier, BlobOutcome, Cancelled
+from .survey import survey_repository
+from .transfer import BlobCopier, Cancelled
+from .writer import DestinationWriter, PassContext
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JOBS = 8
-LINK_WRITE_ATTEMPTS = 4
 
 
 DEFAULT_MAX_DELETE_SHARE = 0.5
@@ -78,10 +81,12 @@ class Engine:
         self.options = options
         self.report = report or Report()
         self.cancelled = threading.Event()
+        self.settings = PlanSettings(verify_existing=options.verify_existing, recopy=options.recopy)
         self._confirmed_blobs = DigestSet()
+        self._planned_blobs = DigestSet()  # --dry-run: blobs already in a printed plan
         self._dest_has_blobs = True
         self._dest_empty = False
-        self._history_unchecked = False  # a repository of this pass did not finish its history checks
+        self._history_unchecked = threading.Event()  # a repository of this pass did not finish its history checks
         self.records: PassRecords | None = None
 
     def cancel(self) -> None:
@@ -99,7 +104,8 @@ class Engine:
             self._mark_fresh_destination()
             self.records = PassRecords.load(self.dest, self.options.repositories, dry_run=self.options.dry_run)
             self._dest_has_blobs = self._destination_has_blobs()
-            copier = self._copier(blob_pool)
+            context = self._context(blob_pool)
+            schedule = _scheduler(repo_pool)
             try:
                 for repository in iter_repositories(self.source, self.report.add_problem):
                     source_repositories.add(repository)
@@ -107,7 +113,7 @@ class Engine:
                         continue
                     while len(pending) >= 2 * jobs:
                         _, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    pending.add(repo_pool.submit(self._sync_repository_guarded, repository, copier))
+                    pending.add(self._start_repository(repository, context, repo_pool, schedule))
                 source_listed = True
             except NotFound as exc:
                 self.report.add_problem(Problem("read-failed", f"the source does not exist: {exc}"))
@@ -120,6 +126,7 @@ class Engine:
         except KeyboardInterrupt:
             self.cancel()
             self.report.interrupted = True
+            wait(pending)
         finally:
             if self.cancelled.is_set():
                 self.report.interrupted = True
@@ -130,6 +137,76 @@ class Engine:
         self.report.finished = time.monotonic()
         return self.report
 
+    def _start_repository(self, repository: str, context: PassContext, pool: ThreadPoolExecutor,
+                          schedule: Callable[[Callable[[], None]], None]) -> Future:
+        """Survey, plan and start one repository on ``pool``; the future ends when its run has ended."""
+        done: Future = Future()
+
+        def begin() -> None:
+            try:
+                run = self._sync_one(repository, context, schedule)
+            except BaseException as exc:  # noqa: BLE001 - reported; the pass goes on
+                self._repository_failed(repository, exc)
+                done.set_result(None)
+                return
+            run.add_done_callback(lambda _: done.set_result(None))
+
+        pool.submit(begin)
+        return done
+
+    def _repository_failed(self, repository: str, exc: BaseException) -> None:
+        self._history_unchecked.set()
+        if isinstance(exc, Cancelled):
+            return
+        if isinstance(exc, BackendError):
+            self.report.add_problem(Problem("read-failed", str(exc), repository=repository, key=exc.key))
+        else:
+            log.error("unexpected error in repository %s", repository, exc_info=exc)
+            self.report.add_problem(Problem("internal-error", repr(exc), repository=repository))
+
+    def _sync_one(self, repository: str, context: PassContext, schedule: Callable[[Callable[[], None]], None]) -> Future:
+        """Survey one repository, plan it, and start its run (``--dry-run``: print the plan)."""
+        check_history = self.records is not None and self.records.may_lack_history(repository)
+        survey = survey_repository(self.source, self.dest, repository, self.settings, on_problem=self.report.add_problem,
+                                   dest_empty=self._dest_empty, check_history=check_history)
+        self.report.count("repositories")
+        plan = plan_repository(survey, self.settings)
+        for problem in plan.problems:
+            self.report.add_problem(problem)
+        for name, amount in plan.up_to_date.items():
+            self.report.count(name, amount)
+        if self.options.dry_run:
+            self._print_plan(plan)
+            finished: Future = Future()
+            finished.set_result(None)
+            return finished
+        return RepositoryRun(plan.steps, DestinationWriter(context, survey), schedule, self.cancelled).start()
+
+    def _print_plan(self, plan: RepositoryPlan) -> None:
+        """A plan as ``--dry-run`` shows it: a line per write; a blob shared by repositories once."""
+        for step in plan.steps:
+            if isinstance(step, BLOB_STEPS):
+                if step.digest in self._planned_blobs:
+                    continue
+                self._planned_blobs.add(step.digest)
+                self.report.count("blobs_copied")
+                size = len(step.content) if getattr(step, "content", None) is not None else getattr(step, "size", None)
+                self.report.count("bytes_copied", size or 0)
+            lines = layer_link_lines(step) if isinstance(step, LinkLayers) else (describe_step(step) or "").splitlines()
+            for line in lines:
+                self.report.plan(line)
+                if line.startswith("link "):
+                    self.report.count("links_written")
+            if isinstance(step, LinkRevision):
+                self.report.count("revisions_published")
+            elif isinstance(step, PublishTag):
+                self.report.count("tags_up_to_date" if step.recheck else "tags_published")
+
+    def _context(self, blob_pool: ThreadPoolExecutor) -> PassContext:
+        return PassContext(self.source, self.dest, self.report, self.cancelled, self._copier(blob_pool),
+                           settings=self.settings, records=self.records, confirmed_blobs=self._confirmed_blobs,
+                           history_unchecked=self._history_unchecked)
+
     def _finish_records(self, *, completed: bool) -> None:
         """``completed``: the pass went through every repository of its scope (the source listed,
         nothing raised). See pass_records for what is kept and what goes."""
@@ -139,7 +216,7 @@ class Engine:
         stopped = self.report.interrupted or self.cancelled.is_set() or not completed
         wrote_all = not stopped and not any(p.kind in _WRITE_FAILURES for p in self.report.problems)
         try:
-            records.finish(wrote_all=wrote_all, checked_all=not stopped and not self._history_unchecked)
+            records.finish(wrote_all=wrote_all, checked_all=not stopped and not self._history_unchecked.is_set())
         finally:
             if records.failed is not None:
                 self.report.add_problem(Problem(
@@ -235,7 +312,7 @@ class Engine:
 
     def _plan_deletes(self, repository: str, at_source: bool):
         try:
-            return plan_repository(self.source, self.dest, repository, at_source)
+            return plan_deletes(self.source, self.dest, repository, at_source)
         except BackendError as exc:
             self.report.add_problem(Problem("delete-failed", f"cannot plan deletes: {exc}", repository=repository, key=exc.key))
             return None
@@ -260,7 +337,8 @@ class Engine:
 
     def sync_repository(self, repository: str, copier: BlobCopier | None = None, *,
                         unfinished: list[UnfinishedPass] | None = None) -> None:
-        """Sync one repository (the sidecar's unit of work), with a pass record of its own.
+        """Sync one repository (the sidecar's unit of work), with a pass record of its own; returns
+        when its run has ended. Raises BackendError when a side cannot be read, Cancelled when cancelled.
 
         ``unfinished``: the destination's pass records as the caller last read them (the sidecar
         keeps them, so that a pass does not list them again); None reads them.
@@ -269,11 +347,14 @@ class Engine:
         self.records = PassRecords(self.dest, (repository,), earlier, dry_run=self.options.dry_run)
         completed = False
         try:
-            if copier is not None:
-                _RepositorySync(self, repository, copier).run()
-            else:
-                with ThreadPoolExecutor(max(1, self.options.jobs), thread_name_prefix="blob") as pool:
-                    _RepositorySync(self, repository, self._copier(pool)).run()
+            with ThreadPoolExecutor(max(1, self.options.jobs), thread_name_prefix="blob") as blob_pool, \
+                    ThreadPoolExecutor(1, thread_name_prefix="repo") as repo_pool:
+                context = self._context(blob_pool)
+                if copier is not None:
+                    context.copier = copier
+                self._sync_one(repository, context, _scheduler(repo_pool)).result()
+            if self.cancelled.is_set():
+                raise Cancelled()
             completed = True
         finally:
             self._finish_records(completed=completed)
@@ -285,305 +366,27 @@ class Engine:
             pool,
             self.report,
             self.cancelled,
-            dry_run=self.options.dry_run,
             recopy=self.options.recopy,
             confirmed=self._confirmed_blobs,
             dest_has_blobs=self._dest_has_blobs,
         )
 
-    def _sync_repository_guarded(self, repository: str, copier: BlobCopier) -> None:
+
+def _scheduler(pool: ThreadPoolExecutor) -> Callable[[Callable[[], None]], None]:
+    """How a run continues after a blob step ends: on the repository pool, never on a blob thread
+    (a repair waits for copies, which must not wait for a free blob thread themselves)."""
+
+    def schedule(advance: Callable[[], None]) -> None:
         try:
-            _RepositorySync(self, repository, copier).run()
-            return
-        except Cancelled:
+            pool.submit(_logged, advance)
+        except RuntimeError:  # the pool shut down: the pass is over (cancelled)
             pass
-        except BackendError as exc:
-            self.report.add_problem(Problem("read-failed", str(exc), repository=repository, key=exc.key))
-        except Exception as exc:
-            log.exception("unexpected error in repository %s", repository)
-            self.report.add_problem(Problem("internal-error", repr(exc), repository=repository))
-        self._history_unchecked = True
+
+    return schedule
 
 
-@dataclass
-class _RepositorySync:
-    """The work of one pass on one repository."""
-
-    engine: Engine
-    repository: str
-    copier: BlobCopier
-    src: RepositoryState = field(init=False)
-    dst: RepositoryState = field(init=False)
-    closures: dict[Digest, Closure | ClosureError] = field(default_factory=dict)
-    raw_manifests: dict[Digest, bytes] = field(default_factory=dict)
-    done: dict[Digest, str | None] = field(default_factory=dict)
-    absent_optional: set[Digest] = field(default_factory=set)
-    reported: set[Digest] = field(default_factory=set)
-    rechecked_tags: set[str] = field(default_factory=set)
-    history_to_check: dict[str, Digest] = field(default_factory=dict)
-    confirmed_links: dict[str, Digest] = field(default_factory=dict)
-
-    @property
-    def report(self) -> Report:
-        return self.engine.report
-
-    def run(self) -> None:
-        engine = self.engine
-        self.src = read_repository(engine.source, self.repository, self.report.add_problem)
-        if engine._dest_empty:
-            self.dst = RepositoryState(self.repository)
-        else:
-            try:
-                self.dst = read_repository(engine.dest, self.repository, expected_tags=self.src.tags)
-            except NotFound:
-                self.dst = RepositoryState(self.repository)  # a destination that does not exist yet is empty
-        self.report.count("repositories")
-        tags = self._tags_to_publish()
-        revisions = sorted(self.src.revisions - self.dst.revisions)
-        self.report.count("revisions_up_to_date", len(self.src.revisions & self.dst.revisions))
-        for digest in sorted(set(revisions) | set(tags.values())):
-            self.closures[digest] = self._resolve(digest)
-        for digest in revisions:
-            self._start_copies(digest)
-        self.raw_manifests.clear()
-        for digest in revisions:
-            reason = self._ensure_revision(digest)
-            if reason is not None:
-                self.report.add_problem(Problem("revision-not-published", reason, repository=self.repository, digest=str(digest)))
-        if engine.options.verify_existing:
-            self._repair_existing_revisions()
-        for tag, digest in sorted(tags.items()):
-            self._publish_tag(tag, digest)
-        for tag, digest in sorted(self.history_to_check.items()):
-            self._check_history(tag, digest)
-        self.history_to_check.clear()
-
-    def _repair_existing_revisions(self) -> None:
-        """Read back every revision both sides have; rewrite the closures found lacking."""
-        for digest in sorted(self.src.revisions & self.dst.revisions):
-            closure = self.closures.get(digest) or self._resolve(digest)
-            self.closures[digest] = closure
-            if isinstance(closure, ClosureError):
-                self._closure_problem(closure)
-                continue
-            if not self._needs_rewrite(closure):
-                continue
-            self.done = {d: r for d, r in self.done.items() if d not in closure.manifests}
-            reason = self._ensure_revision(digest, rewrite=True)
-            if reason is not None:
-                self.report.add_problem(Problem("revision-not-published", reason, repository=self.repository, digest=str(digest)))
-            else:
-                self.report.count("revisions_repaired")
-
-    def _needs_rewrite(self, closure: Closure) -> bool:
-        recopy = self.engine.options.recopy
-        if recopy and (recopy & set(closure.manifests) or any(r.digest in recopy for r in closure.blob_references())):
-            return True
-        return bool(self._read_back(closure))
-
-    def _tags_to_publish(self) -> dict[str, Digest]:
-        wanted: dict[str, Digest] = {}
-        records = self.engine.records
-        if records is not None and records.may_lack_history(self.repository):
-            # A dead pass may have moved any of these tags and died before its history link.
-            self.history_to_check = dict(self.dst.tags)
-        for tag, digest in self.src.tags.items():
-            if self.dst.tags.get(tag) == digest and self.engine.options.verify_existing and digest in self.src.revisions:
-                self.rechecked_tags.add(tag)
-                wanted[tag] = digest
-            elif self.dst.tags.get(tag) == digest:
-                self.report.count("tags_up_to_date")
-            elif digest not in self.src.revisions:
-                self._tag_problem(tag, digest, f"the tag points to {digest}, which has no revision link at the source")
-            else:
-                wanted[tag] = digest
-        return wanted
-
-    def _resolve(self, root: Digest) -> Closure | ClosureError:
-        try:
-            return resolve_closure(root, self._load_manifest)
-        except ClosureError as exc:
-            return exc
-
-    def _load_manifest(self, digest: Digest) -> Manifest:
-        if digest not in self.src.revisions:
-            raise ClosureError("missing-manifest", digest, "referenced manifest has no revision link at the source")
-        data, manifest = read_manifest(self.engine.source, digest)
-        self.raw_manifests[digest] = data
-        return manifest
-
-    def _start_copies(self, root: Digest) -> None:
-        closure = self.closures[root]
-        if isinstance(closure, ClosureError):
-            return
-        for digest in closure.manifests:
-            self.copier.ensure(digest, self.raw_manifests.get(digest))
-        for ref in closure.blob_references():
-            self.copier.ensure(ref.digest)
-
-    def _ensure_revision(self, root: Digest, *, rewrite: bool = False) -> str | None:
-        """Make ``root``'s closure present and linked on the destination; None, or why not."""
-        closure = self.closures[root]
-        if isinstance(closure, ClosureError):
-            self._closure_problem(closure)
-            return f"{closure.digest}: {closure.reason}"
-        for digest, manifest in closure.manifests.items():
-            if digest in self.done:
-                if self.done[digest] is not None:
-                    return self.done[digest]
-                continue
-            if digest in self.dst.revisions and not rewrite:
-                self.done[digest] = None
-                continue
-            self.done[digest] = self._write_revision(digest, manifest, fresh=rewrite)
-            if self.done[digest] is not None:
-                return self.done[digest]
-        return None
-
-    def _write_revision(self, digest: Digest, manifest: Manifest, *, fresh: bool = False) -> str | None:
-        """Blobs, then ``_layers`` links, then the revision link (children were written before)."""
-        outcome: BlobOutcome = self.copier.ensure(digest, self.raw_manifests.get(digest), fresh=fresh).result()
-        if not outcome.ok:
-            return f"manifest blob {digest}: {_why(outcome)}"
-        linked: list[Digest] = []
-        for ref in manifest.blobs:
-            outcome = self.copier.ensure(ref.digest, fresh=fresh).result()
-            if outcome.ok:
-                linked.append(ref.digest)
-            elif outcome.absent and ref.optional:
-                self.absent_optional.add(ref.digest)
-            else:
-                if outcome.absent:
-                    self.report.add_problem(Problem("missing-blob", "referenced blob missing at the source", repository=self.repository, digest=str(ref.digest)))
-                return f"blob {ref.digest}: {_why(outcome)}"
-        try:
-            for blob in linked:
-                self._write_link(key_of(LayerLink(self.repository, blob)), blob)
-            self._write_link(key_of(RevisionLink(self.repository, digest)), digest)
-        except BackendError as exc:
-            self.report.add_problem(Problem("write-failed", str(exc), repository=self.repository, digest=str(digest), key=exc.key))
-            return f"writing links failed: {exc}"
-        self.report.count("revisions_published")
-        return None
-
-    def _publish_tag(self, tag: str, digest: Digest) -> None:
-        closure = self.closures[digest]
-        reason = self._ensure_revision(digest)
-        if reason is not None:
-            self._tag_problem(tag, digest, reason)
-            return
-        assert isinstance(closure, Closure)
-        if not self.engine.options.dry_run:
-            missing = self._read_back(closure)
-            if missing and digest in self.dst.revisions:
-                self.done = {d: r for d, r in self.done.items() if d not in closure.manifests}
-                reason = self._ensure_revision(digest, rewrite=True)
-                missing = [reason] if reason else self._read_back(closure)
-            if missing:
-                self._tag_problem(tag, digest, "read-back found the destination lacking: " + "; ".join(missing[:5]), kind="verify-failed")
-                return
-        try:
-            self._write_link(key_of(TagCurrentLink(self.repository, tag)), digest, tag_write=True)
-            self._write_link(key_of(TagIndexLink(self.repository, tag, digest)), digest, tag_write=True)
-        except BackendError as exc:
-            self._tag_problem(tag, digest, f"writing the tag failed: {exc}", kind="write-failed")
-            return
-        if tag in self.rechecked_tags:
-            self.report.count("tags_up_to_date")
-            return
-        self.report.count("tags_published")
-        self.report.emit("tag-published", repository=self.repository, tag=tag, digest=str(digest))
-
-    def _check_history(self, tag: str, digest: Digest) -> None:
-        """After a dead pass: the history link of the digest the destination's tag points to,
-        written if missing.
-
-        The stat is the point even when the link is there: on RADOS it adds the
-        listing markers a dead writer may have left pending.
-        """
-        key = key_of(TagIndexLink(self.repository, tag, digest))
-        if self.engine.cancelled.is_set():
-            raise Cancelled()
-        if self.confirmed_links.get(key) == digest:
-            return  # this pass wrote or read it
-        try:
-            self.engine.dest.stat(key)
-            return
-        except NotFound:
-            pass
-        except BackendError as exc:
-            self.engine._history_unchecked = True
-            self._tag_problem(tag, digest, f"checking the tag's history link failed: {exc}", kind="read-failed")
-            return
-        try:
-            self._write_link(key, digest, tag_write=True, known_missing=True)
-        except BackendError as exc:
-            self.engine._history_unchecked = True
-            self._tag_problem(tag, digest, f"writing the tag's history link failed: {exc}", kind="write-failed")
-            return
-        self.report.count("history_repaired")
-
-    def _read_back(self, closure: Closure) -> list[str]:
-        try:
-            return missing_from(
-                self.engine.dest,
-                self.repository,
-                closure,
-                absent_optional=self.absent_optional,
-                present_blobs=self.engine._confirmed_blobs,
-                confirmed_links=self.confirmed_links,
-            )
-        except BackendError as exc:
-            return [f"reading the destination failed: {exc}"]
-
-    def _write_link(self, key: str, digest: Digest, *, tag_write: bool = False, known_missing: bool = False) -> None:
-        """Write a link unless it already holds ``digest``; retries transient failures.
-
-        In a repository the destination did not have, links are written without
-        reading them first (rewriting an identical link is harmless).
-        ``tag_write``: a tag's link, put only after this pass's record.
-        """
-        if self.engine.cancelled.is_set():
-            raise Cancelled()
-        if self.confirmed_links.get(key) == digest:
-            self.report.count("links_present")
-            return
-        if (self.dst.tags or self.dst.revisions) and not known_missing:
-            try:
-                if read_link(self.engine.dest, key, attempts=1) == digest:
-                    self.confirmed_links[key] = digest
-                    self.report.count("links_present")
-                    return
-            except (NotFound, UnreadableLink):
-                pass
-        if self.engine.options.dry_run:
-            self.report.plan(f"link {key} -> {digest}")
-            self.report.count("links_written")
-            return
-        if tag_write and self.engine.records is not None:
-            self.engine.records.before_tag_write()
-        for attempt in range(LINK_WRITE_ATTEMPTS):
-            try:
-                content = format_link(digest)
-                self.engine.dest.put(key, io.BytesIO(content), size=len(content))
-                self.confirmed_links[key] = digest
-                break
-            except TransientError:
-                if attempt + 1 == LINK_WRITE_ATTEMPTS:
-                    raise
-                time.sleep(0.2 * 2**attempt)
-        self.report.count("links_written")
-
-    def _closure_problem(self, error: ClosureError) -> None:
-        if error.digest in self.reported:
-            return
-        self.reported.add(error.digest)
-        self.report.add_problem(Problem(error.kind, error.reason, repository=self.repository, digest=str(error.digest)))
-
-    def _tag_problem(self, tag: str, digest: Digest, reason: str, *, kind: str = "tag-not-published") -> None:
-        self.report.add_problem(Problem(kind, reason, repository=self.repository, tag=tag, digest=str(digest)))
-
-
-def _why(outcome: BlobOutcome) -> str:
-    return outcome.problem.reason if outcome.problem else "not available"
-
+def _logged(advance: Callable[[], None]) -> None:
+    try:
+        advance()
+    except Exception:  # noqa: BLE001 - the executor reports step failures; this is a bug, logged
+        log.exception("unexpected error while running a plan")

@@ -105,7 +105,6 @@ class BlobCopier:
         report: Report,
         cancelled: threading.Event,
         *,
-        dry_run: bool = False,
         recopy: frozenset = frozenset(),
         confirmed: set | None = None,
         dest_has_blobs: bool = True,
@@ -118,7 +117,6 @@ class BlobCopier:
         self.pool = pool
         self.report = report
         self.cancelled = cancelled
-        self.dry_run = dry_run
         self.recopy = recopy
         self.confirmed = confirmed if confirmed is not None else DigestSet()
         self.dest_has_blobs = dest_has_blobs
@@ -145,7 +143,7 @@ class BlobCopier:
 
     def _settle(self, digest: Digest, future: Future) -> None:
         """A finished copy whose blob is confirmed on the destination is remembered as a digest only
-        (memory stays small); the others (failed, or planned in a dry run) keep their future."""
+        (memory stays small); failed ones keep their future."""
         with self._lock:
             if digest in self.confirmed and self._futures.get(digest) is future:
                 del self._futures[digest]
@@ -189,11 +187,6 @@ class BlobCopier:
             self.report.count("bytes_skipped", size)
             return BlobOutcome(True, size=size)
         self.report.emit("blob-planned", size=size)
-        if self.dry_run:
-            self.report.plan(f"copy blob {digest} ({size} bytes)")
-            self.report.count("blobs_copied")
-            self.report.count("bytes_copied", size)
-            return BlobOutcome(True, copied=True, size=size)
         try:
             stream = io.BytesIO(content) if content is not None else self.source.open_read(key)
         except NotFound:

@@ -1,0 +1,267 @@
+"""What each step of a plan does on the destination: the executor's :class:`Performer` for real runs.
+
+A :class:`DestinationWriter` serves one repository's run. Blob steps go to the
+pass's shared :class:`BlobCopier` (or :class:`BlobWaiter`); links are written
+only when the destination does not already hold them; a tag is published
+(``current/link``, then its history link) once the read-back found its closure
+whole, after the pass's record is on the destination (pass_records.py).
+
+The read-back takes one documented shortcut: what this pass itself confirmed
+-- a blob it copied (its digest checked before the put committed) or found
+present with the right size, a link it wrote or read -- is not asked for
+again. Everything that was on the destination before the pass is read.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from backends import Backend, BackendError, NotFound, TransientError
+
+from .closure import missing_from
+from .discovery import UnreadableLink, read_link
+from .execute import Outcome, StepFailed, run_inline
+from .layout import Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
+from .pass_records import PassRecords
+from .plan import (
+    AwaitBlob,
+    CheckHistory,
+    CopyBlob,
+    LinkLayers,
+    LinkRevision,
+    PlanSettings,
+    PublishTag,
+    ReadBack,
+    RepositorySurvey,
+    Step,
+    repair_steps,
+)
+from .report import Problem, Report
+from .transfer import BlobCopier, BlobOutcome, Cancelled
+
+LINK_WRITE_ATTEMPTS = 4
+
+
+@dataclass
+class PassContext:
+    """What every repository of one pass shares."""
+
+    source: Backend
+    dest: Backend
+    report: Report
+    cancelled: threading.Event
+    copier: BlobCopier
+    settings: PlanSettings = PlanSettings()
+    records: PassRecords | None = None
+    confirmed_blobs: DigestSet = field(default_factory=DigestSet)
+    waiter: object | None = None
+    history_unchecked: threading.Event = field(default_factory=threading.Event)
+
+
+class DestinationWriter:
+    """Performs one repository's steps on the destination (see execute.Performer)."""
+
+    def __init__(self, context: PassContext, survey: RepositorySurvey) -> None:
+        self.context = context
+        self.survey = survey
+        self.repository = survey.repository
+        self.confirmed_links: dict[str, Digest] = {}
+        self.absent_optional: set[Digest] = set()
+
+    @property
+    def report(self) -> Report:
+        return self.context.report
+
+    # --- blobs -------------------------------------------------------------------------------------
+
+    def start_blob(self, step: Step) -> Future:
+        if isinstance(step, CopyBlob):
+            copy = self.context.copier.ensure(step.digest, step.content, fresh=step.fresh)
+        elif isinstance(step, AwaitBlob):
+            if self.context.waiter is None:
+                raise StepFailed(f"{step.label} {step.digest}: no waiter for blobs replicated by the storage")
+            copy = self.context.waiter.await_blob(step)  # type: ignore[attr-defined]
+        else:
+            raise TypeError(f"not a blob step: {step!r}")
+        result: Future = Future()
+        copy.add_done_callback(lambda done: self._blob_done(step, done, result))
+        return result
+
+    def _blob_done(self, step: CopyBlob | AwaitBlob, done: Future, result: Future) -> None:
+        try:
+            outcome: BlobOutcome = done.result()
+        except BaseException as exc:  # noqa: BLE001 - handed to the executor as the step's failure
+            result.set_exception(exc)
+            return
+        if outcome.ok:
+            result.set_result(Outcome.DONE)
+        elif outcome.absent and step.optional:
+            self.absent_optional.add(step.digest)
+            result.set_result(Outcome.SKIPPED)
+        else:
+            if outcome.absent and step.label == "blob":
+                self.report.add_problem(Problem("missing-blob", "referenced blob missing at the source",
+                                                repository=self.repository, digest=str(step.digest)))
+            why = outcome.problem.reason if outcome.problem else "not available"
+            result.set_exception(StepFailed(f"{step.label} {step.digest}: {why}"))
+
+    # --- the other steps ---------------------------------------------------------------------------
+
+    def perform(self, step: Step, needs: Sequence[Outcome]) -> Outcome:
+        if self.context.cancelled.is_set():
+            raise Cancelled()
+        if isinstance(step, LinkLayers):
+            return self._link_layers(step, needs)
+        if isinstance(step, LinkRevision):
+            self._write_links(step.digest, [(key_of(RevisionLink(self.repository, step.digest)), step.digest)])
+            self.report.count("revisions_published")
+            return Outcome.DONE
+        if isinstance(step, ReadBack):
+            return self._read_back_step(step)
+        if isinstance(step, PublishTag):
+            return self._publish_tag(step)
+        if isinstance(step, CheckHistory):
+            return self._check_history(step)
+        raise TypeError(f"not a step the writer performs: {step!r}")
+
+    def _link_layers(self, step: LinkLayers, needs: Sequence[Outcome]) -> Outcome:
+        links = []
+        for digest, outcome in zip(step.blobs, needs):
+            if outcome is Outcome.SKIPPED:
+                self.absent_optional.add(digest)
+            else:
+                links.append((key_of(LayerLink(self.repository, digest)), digest))
+        self._write_links(step.manifest, links)
+        return Outcome.DONE
+
+    def _write_links(self, manifest: Digest, links: list[tuple[str, Digest]]) -> None:
+        try:
+            for key, digest in links:
+                self.write_link(key, digest)
+        except BackendError as exc:
+            self.report.add_problem(Problem("write-failed", str(exc), repository=self.repository, digest=str(manifest), key=exc.key))
+            raise StepFailed(f"writing links failed: {exc}") from exc
+
+    def _read_back_step(self, step: ReadBack) -> Outcome:
+        missing = [] if step.force else self.read_back(step)
+        if not step.force and (not missing or not step.repair):
+            if missing:
+                raise StepFailed("read-back found the destination lacking: " + "; ".join(missing[:5]), kind="verify-failed")
+            return Outcome.DONE
+        run = run_inline(repair_steps(self.repository, step.closure, self.survey.manifests, self.context.settings),
+                         self, self.context.cancelled)
+        if self.context.cancelled.is_set():
+            raise Cancelled()
+        if run.failures:
+            reason = next(iter(run.failures.values())).reason
+            raise StepFailed(f"read-back found the destination lacking: {reason}" if step.tag else reason, kind="verify-failed")
+        missing = self.read_back(step)
+        if missing:
+            raise StepFailed("read-back found the destination lacking: " + "; ".join(missing[:5]), kind="verify-failed")
+        if step.tag is None:
+            self.report.count("revisions_repaired")
+        return Outcome.DONE
+
+    def read_back(self, step: ReadBack) -> list[str]:
+        try:
+            return missing_from(
+                self.context.dest,
+                self.repository,
+                step.closure,
+                absent_optional=self.absent_optional,
+                present_blobs=self.context.confirmed_blobs,
+                confirmed_links=self.confirmed_links,
+            )
+        except BackendError as exc:
+            return [f"reading the destination failed: {exc}"]
+
+    def _publish_tag(self, step: PublishTag) -> Outcome:
+        try:
+            self.write_link(key_of(TagCurrentLink(self.repository, step.tag)), step.digest, tag_write=True)
+            self.write_link(key_of(TagIndexLink(self.repository, step.tag, step.digest)), step.digest, tag_write=True)
+        except BackendError as exc:
+            raise StepFailed(f"writing the tag failed: {exc}", kind="write-failed") from exc
+        if step.recheck:
+            self.report.count("tags_up_to_date")
+        else:
+            self.report.count("tags_published")
+            self.report.emit("tag-published", repository=self.repository, tag=step.tag, digest=str(step.digest))
+        return Outcome.DONE
+
+    def _check_history(self, step: CheckHistory) -> Outcome:
+        """The stat is the point even when the link is there: on RADOS it adds the listing markers a
+        dead writer may have left pending."""
+        key = key_of(TagIndexLink(self.repository, step.tag, step.digest))
+        if self.confirmed_links.get(key) == step.digest:
+            return Outcome.DONE  # this pass wrote or read it
+        try:
+            self.context.dest.stat(key)
+            return Outcome.DONE
+        except NotFound:
+            pass
+        except BackendError as exc:
+            raise StepFailed(f"checking the tag's history link failed: {exc}", kind="read-failed") from exc
+        try:
+            self.write_link(key, step.digest, tag_write=True, known_missing=True)
+        except BackendError as exc:
+            raise StepFailed(f"writing the tag's history link failed: {exc}", kind="write-failed") from exc
+        self.report.count("history_repaired")
+        return Outcome.DONE
+
+    def write_link(self, key: str, digest: Digest, *, tag_write: bool = False, known_missing: bool = False) -> None:
+        """Write a link unless it already holds ``digest``; retries transient failures.
+
+        In a repository the destination did not have, links are written without
+        reading them first (rewriting an identical link is harmless).
+        ``tag_write``: a tag's link, put only after this pass's record.
+        """
+        if self.context.cancelled.is_set():
+            raise Cancelled()
+        if self.confirmed_links.get(key) == digest:
+            self.report.count("links_present")
+            return
+        if self.survey.dest_existed and not known_missing:
+            try:
+                if read_link(self.context.dest, key, attempts=1) == digest:
+                    self.confirmed_links[key] = digest
+                    self.report.count("links_present")
+                    return
+            except (NotFound, UnreadableLink):
+                pass
+        if tag_write and self.context.records is not None:
+            self.context.records.before_tag_write()
+        content = format_link(digest)
+        for attempt in range(LINK_WRITE_ATTEMPTS):
+            try:
+                self.context.dest.put(key, io.BytesIO(content), size=len(content))
+                self.confirmed_links[key] = digest
+                break
+            except TransientError:
+                if attempt + 1 == LINK_WRITE_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        self.report.count("links_written")
+
+    # --- failures ----------------------------------------------------------------------------------
+
+    def failed(self, step: Step, failure: StepFailed, *, propagated: bool) -> None:
+        where = {"repository": self.repository}
+        if failure.kind == "internal-error" and not propagated:
+            self.report.add_problem(Problem("internal-error", f"{failure.reason} in {type(step).__name__}", **where))
+        if isinstance(step, LinkRevision) and step.publishes:
+            self.report.add_problem(Problem("revision-not-published", failure.reason, digest=str(step.digest), **where))
+        elif isinstance(step, ReadBack) and step.tag is None:
+            self.report.add_problem(Problem("revision-not-published", failure.reason, digest=str(step.root), **where))
+        elif isinstance(step, (PublishTag, CheckHistory)):
+            kind = failure.kind if failure.kind not in (None, "internal-error") else "tag-not-published"
+            self.report.add_problem(Problem(kind, failure.reason, tag=step.tag, digest=str(step.digest), **where))
+            if isinstance(step, CheckHistory):
+                self.context.history_unchecked.set()
+
+
+__all__ = ["DestinationWriter", "PassContext"]
