@@ -134,7 +134,7 @@ class ReadBack:
     """
 
     repository: str
-    closure: Closure = field(repr=False)
+    closure: Closure = field(repr=False, compare=False)
     repair: bool = False
     force: bool = False
     tag: str | None = None
