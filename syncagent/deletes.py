@@ -1,28 +1,33 @@
 """Deletes: making the destination forget what the source no longer has, in reverse dependency order.
 
-Per repository, in this order:
+Per repository, a survey (:func:`survey_deletes`, reads only) and a pure plan
+(:func:`plan_deletes`) whose steps (steps.py) go in this order:
 
 1. tags the source no longer has: the tag's ``index`` links, then its
    ``current/link`` last, so the tag stays whole and pullable until it
    disappears at once (a registry lists a tag while anything exists under it);
 2. revision links the source no longer has and that no remaining tag or
    manifest on the destination references (index children and subjects are
-   followed);
+   followed); they need every tag delete of the plan;
 3. ``_layers`` links that the source does not have and no remaining manifest
-   of the repository references;
+   of the repository references; they need every revision delete.
 
-and, only with ``prune_blobs``, blob data that no repository on the
-destination links any more and that the source does not have. Before each
-delete the source is checked again: nothing that exists at the source is ever
-deleted. A manifest that cannot be read on the destination makes its
-repository keep every ``_layers`` link (never guess).
+The executor runs the steps; before each delete the source is checked again
+(writer.py): nothing that exists at the source is ever deleted. Never guess: a
+remaining manifest that cannot be read on the destination keeps every
+revision and every ``_layers`` link of its repository (tags the source lacks
+still go: a tag references, nothing references a tag); a manifest that cannot
+be read for a moment (a transient error) makes the whole survey fail, so that
+the repository is left alone this time. Blob data goes only with
+``prune_blobs`` (:func:`prune_blobs`), once no repository on the destination
+links it and the source lacks it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backends import Backend, BackendError, NotFound
+from backends import Backend, NotFound
 
 from .discovery import RepositoryState, iter_repositories, read_repository, read_small
 from .layout import (
@@ -30,8 +35,6 @@ from .layout import (
     BlobData,
     Digest,
     InvalidPath,
-    LayerLink,
-    RevisionLink,
     TagCurrentLink,
     key_of,
     layers_prefix,
@@ -40,24 +43,52 @@ from .layout import (
     validate_tag,
 )
 from .manifest import MAX_MANIFEST_BYTES, MalformedManifest, Manifest, parse_manifest
-from .report import Problem, Report
+from .report import Report
+from .steps import DeleteLayerLink, DeleteRevision, DeleteTag, RepositoryPlan
 
 
 @dataclass
-class RepositoryDeletes:
-    """What one repository's delete pass will remove, in order."""
+class DeleteSurvey:
+    """What a delete plan for one repository decides from.
+
+    ``manifests``: the destination's manifest of every revision it holds, or
+    None where it cannot be read (missing or malformed); ``tag_keys``: every key
+    under each destination tag the source lacks.
+    """
 
     repository: str
-    tags: list[str] = field(default_factory=list)
-    revisions: list[Digest] = field(default_factory=list)
-    layers: list[Digest] = field(default_factory=list)
-    keeps_all_layers: str | None = None
+    source: RepositoryState
+    dest: RepositoryState
+    source_layers: set[Digest]
+    source_tag_dirs: set[str]
+    dest_tag_dirs: set[str]
+    dest_layers: set[Digest]
+    manifests: dict[Digest, Manifest | None] = field(default_factory=dict)
+    tag_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class DeletePlan:
+    """The steps of one repository's deletes, what the plan keeps and why, and the size of what the
+    destination holds (for the delete policy's share)."""
+
+    plan: RepositoryPlan
     dest_tags: int = 0
     dest_revisions: int = 0
+    kept: str | None = None
 
     @property
-    def empty(self) -> bool:
-        return not (self.tags or self.revisions or self.layers)
+    def repository(self) -> str:
+        return self.plan.repository
+
+    @property
+    def removing(self) -> int:
+        """Tags and revisions the plan would remove."""
+        return sum(1 for step in self.plan.steps if isinstance(step, (DeleteTag, DeleteRevision)))
+
+    @property
+    def holding(self) -> int:
+        return self.dest_tags + self.dest_revisions
 
 
 def list_layer_links(backend: Backend, repository: str) -> set[Digest]:
@@ -83,26 +114,43 @@ def list_tag_names(backend: Backend, repository: str) -> set[str]:
     return names
 
 
-def plan_repository(source: Backend, dest: Backend, repository: str, source_has_repository: bool) -> RepositoryDeletes:
-    """Decide what to delete in one repository; reads both sides, writes nothing."""
+def survey_deletes(source: Backend, dest: Backend, repository: str, source_has_repository: bool) -> DeleteSurvey:
+    """Read what a delete plan needs from both sides. Raises BackendError (a transient one included)
+    when anything cannot be read; a manifest missing or malformed on the destination is recorded as None."""
     src = read_repository(source, repository) if source_has_repository else RepositoryState(repository)
     dst = read_repository(dest, repository, expected_tags=src.tags)
-    src_layers = list_layer_links(source, repository) if source_has_repository else set()
-    plan = RepositoryDeletes(repository, dest_revisions=len(dst.revisions))
-    dest_tag_names = list_tag_names(dest, repository)
-    plan.dest_tags = len(dest_tag_names)
-    plan.tags = sorted(dest_tag_names - set(src.tags) - _tag_dirs(source, repository, source_has_repository))
-    remaining_tags = {t: d for t, d in dst.tags.items() if t not in plan.tags}
-    manifests: dict[Digest, Manifest | None] = {}
+    survey = DeleteSurvey(
+        repository, src, dst,
+        source_layers=list_layer_links(source, repository) if source_has_repository else set(),
+        source_tag_dirs=list_tag_names(source, repository) if source_has_repository else set(),
+        dest_tag_dirs=list_tag_names(dest, repository),
+        dest_layers=list_layer_links(dest, repository),
+    )
+    for digest in dst.revisions:
+        survey.manifests[digest] = _dest_manifest(dest, digest)
+    for tag in sorted(survey.dest_tag_dirs - set(src.tags) - survey.source_tag_dirs):
+        survey.tag_keys[tag] = tag_keys(dest, repository, tag)
+    return survey
 
-    def manifest_of(digest: Digest) -> Manifest | None:
-        if digest not in manifests:
-            try:
-                manifests[digest] = parse_manifest(read_small(dest, key_of(BlobData(digest)), MAX_MANIFEST_BYTES))
-            except (NotFound, MalformedManifest, BackendError):
-                manifests[digest] = None
-        return manifests[digest]
 
+def _dest_manifest(dest: Backend, digest: Digest) -> Manifest | None:
+    try:
+        return parse_manifest(read_small(dest, key_of(BlobData(digest)), MAX_MANIFEST_BYTES))
+    except (NotFound, MalformedManifest):
+        return None
+
+
+def plan_deletes(survey: DeleteSurvey) -> DeletePlan:
+    """The delete steps of one repository (pure)."""
+    repository = survey.repository
+    src, dst = survey.source, survey.dest
+    result = DeletePlan(RepositoryPlan(repository), dest_tags=len(survey.dest_tag_dirs), dest_revisions=len(dst.revisions))
+    steps = result.plan.steps
+    gone_tags = sorted(survey.tag_keys)
+    for tag in gone_tags:
+        steps.append(DeleteTag(repository, tag, survey.tag_keys[tag]))
+    tag_steps = tuple(range(len(steps)))
+    remaining_tags = {t: d for t, d in dst.tags.items() if t not in gone_tags}
     candidates = dst.revisions - src.revisions
     keep: set[Digest] = set()
     stack = list(remaining_tags.values()) + list(dst.revisions - candidates)
@@ -111,94 +159,65 @@ def plan_repository(source: Backend, dest: Backend, repository: str, source_has_
         if digest in keep:
             continue
         keep.add(digest)
-        manifest = manifest_of(digest)
+        manifest = survey.manifests.get(digest)
+        if manifest is None and digest in dst.revisions:
+            result.kept = f"manifest {digest} cannot be read on the destination"
+            return result  # its children and blobs are unknown: never guess
         if manifest is not None:
             stack.extend(ref.digest for ref in manifest.children)
-    plan.revisions = sorted(candidates - keep)
-    remaining = dst.revisions - set(plan.revisions)
+    for digest in sorted(candidates - keep):
+        steps.append(DeleteRevision(repository, digest, needs=tag_steps))
+    revision_steps = tuple(range(len(tag_steps), len(steps)))
+    removed = {step.digest for step in steps if isinstance(step, DeleteRevision)}
     referenced: set[Digest] = set()
-    for digest in remaining:
-        manifest = manifest_of(digest)
-        if manifest is None:
-            plan.keeps_all_layers = f"manifest {digest} cannot be read on the destination"
-            break
-        referenced.update(ref.digest for ref in manifest.blobs)
-    if plan.keeps_all_layers is None:
-        plan.layers = sorted(list_layer_links(dest, repository) - referenced - src_layers)
-    return plan
+    for digest in dst.revisions - removed:
+        referenced.update(ref.digest for ref in survey.manifests[digest].blobs)  # type: ignore[union-attr]
+    for digest in sorted(survey.dest_layers - referenced - survey.source_layers):
+        steps.append(DeleteLayerLink(repository, digest, needs=tag_steps + revision_steps))
+    return result
 
 
-def _tag_dirs(source: Backend, repository: str, present: bool) -> set[str]:
-    """Tags the source lists (even half-written ones): never deleted at the destination."""
-    return list_tag_names(source, repository) if present else set()
-
-
-def tag_keys(dest: Backend, repository: str, tag: str) -> list[str]:
+def tag_keys(dest: Backend, repository: str, tag: str) -> tuple[str, ...]:
     """Every key under a tag, index links first and ``current/link`` last."""
     prefix = f"{tags_prefix(repository)}{tag}/"
     keys = [info.key for info in dest.iter_objects(prefix)]
     current = key_of(TagCurrentLink(repository, tag))
-    return sorted(k for k in keys if k != current) + ([current] if current in keys else [])
+    return tuple(sorted(k for k in keys if k != current) + ([current] if current in keys else []))
 
 
-class DeleteRunner:
-    """Carries out delete plans, re-checking the source before every delete."""
-
-    def __init__(self, source: Backend, dest: Backend, report: Report, *, dry_run: bool) -> None:
-        self.source = source
-        self.dest = dest
-        self.report = report
-        self.dry_run = dry_run
-
-    def _delete(self, key: str, counter: str) -> bool:
-        if _exists(self.source, key):
-            return False
-        if self.dry_run:
-            self.report.plan(f"delete {key}")
-        else:
-            self.dest.delete(key)
-        self.report.count(counter)
-        return True
-
-    def run(self, plan: RepositoryDeletes) -> None:
+def prune_blobs(source: Backend, dest: Backend, report: Report, *, dry_run: bool) -> None:
+    """Delete blob data no destination repository links and the source lacks (``--prune-blobs``).
+    Raises BackendError when the destination cannot be read whole."""
+    linked: set[Digest] = set()
+    for repository in iter_repositories(dest):
+        state = read_repository(dest, repository)
+        linked |= state.revisions
+        linked |= list_layer_links(dest, repository)
+    for info in dest.iter_objects(BLOBS_PREFIX):
         try:
-            for tag in plan.tags:
-                keys = tag_keys(self.dest, plan.repository, tag)
-                if any(_exists(self.source, k) for k in keys if k.endswith("/current/link")):
-                    continue
-                for key in keys:
-                    self._delete(key, "links_deleted")
-                self.report.count("tags_deleted")
-                self.report.emit("tag-deleted", repository=plan.repository, tag=tag)
-            for digest in plan.revisions:
-                if self._delete(key_of(RevisionLink(plan.repository, digest)), "revisions_deleted"):
-                    self.report.emit("revision-deleted", repository=plan.repository, digest=str(digest))
-            for digest in plan.layers:
-                self._delete(key_of(LayerLink(plan.repository, digest)), "links_deleted")
-        except BackendError as exc:
-            self.report.add_problem(Problem("delete-failed", str(exc), repository=plan.repository, key=exc.key))
-
-    def prune_blobs(self) -> None:
-        """Delete blob data no destination repository links and the source lacks."""
-        linked: set[Digest] = set()
-        for repository in iter_repositories(self.dest):
-            state = read_repository(self.dest, repository)
-            linked |= state.revisions
-            linked |= list_layer_links(self.dest, repository)
-        for info in self.dest.iter_objects(BLOBS_PREFIX):
-            try:
-                spec = parse_key(info.key)
-            except InvalidPath:
-                continue
-            if isinstance(spec, BlobData) and spec.digest not in linked:
-                if self._delete(info.key, "blobs_deleted"):
-                    self.report.count("bytes_deleted", info.size)
+            spec = parse_key(info.key)
+        except InvalidPath:
+            continue
+        if not isinstance(spec, BlobData) or spec.digest in linked or source_has(source, info.key):
+            continue
+        if dry_run:
+            report.plan(f"delete {info.key}")
+        else:
+            dest.delete(info.key)
+        report.count("blobs_deleted")
+        report.count("bytes_deleted", info.size)
 
 
-def _exists(backend: Backend, key: str) -> bool:
+def source_has(source: Backend, key: str) -> bool:
     try:
-        backend.stat(key)
+        source.stat(key)
     except NotFound:
         return False
     return True
+
+
+__all__ = [
+    "DeletePlan", "DeleteSurvey", "list_layer_links", "list_tag_names", "plan_deletes", "prune_blobs", "source_has",
+    "survey_deletes", "tag_keys",
+]
 

@@ -23,17 +23,19 @@ from typing import Callable
 
 from backends import Backend, BackendError, NotFound
 
-from .deletes import DeleteRunner, plan_repository as plan_deletes
+from .deletes import DeletePlan, plan_deletes, prune_blobs, survey_deletes
 from .discovery import iter_repositories
 from .execute import RepositoryRun
 from .layout import BLOBS_PREFIX, DigestSet, repository_prefix
 from .pass_records import PassRecords, UnfinishedPass, load_records
-from .plan import BLOB_STEPS, LinkLayers, LinkRevision, PlanSettings, PublishTag, RepositoryPlan, describe_step, layer_link_lines, plan_repository
+from .policy import DEFERRED, DeleteAllowance, DeletePolicy
+from .plan import PlanSettings, plan_repository
+from .steps import BLOB_STEPS, LinkRevision, PublishTag, RepositoryPlan, plan_lines
 from .replica import mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
 from .survey import survey_repository
 from .transfer import BlobCopier, Cancelled
-from .writer import DestinationWriter, PassContext
+from .writer import DestinationDeleter, DestinationWriter, PassContext
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +194,7 @@ class Engine:
                 self.report.count("blobs_copied")
                 size = len(step.content) if getattr(step, "content", None) is not None else getattr(step, "size", None)
                 self.report.count("bytes_copied", size or 0)
-            lines = layer_link_lines(step) if isinstance(step, LinkLayers) else (describe_step(step) or "").splitlines()
-            for line in lines:
+            for line in plan_lines(step):
                 self.report.plan(line)
                 if line.startswith("link "):
                     self.report.count("links_written")
@@ -251,89 +252,88 @@ class Engine:
             return True
 
     def _delete_pass(self, source_repositories: set[str], source_listed: bool) -> None:
-        refusal = self._delete_refusal(source_repositories, source_listed)
-        plans: list = []
+        """Plan the deletes of every repository in scope, refuse them together if the policy says so,
+        else carry them out; then prune blob data when asked to."""
+        policy = self.delete_policy
+        refusal = policy.pass_refusal(source_repositories, source_listed)
+        plans: list[DeletePlan] = []
         if refusal is None:
             try:
                 for repository in iter_repositories(self.dest):
                     if self.options.wants(repository):
-                        plans.append(self._plan_deletes(repository, repository in source_repositories))
+                        plan = self._plan_deletes(repository, repository in source_repositories)
+                        if plan is not None:
+                            plans.append(plan)
             except BackendError as exc:
                 refusal = f"cannot list the destination's repositories: {exc}"
-            plans = [p for p in plans if p is not None]
-            removing = sum(len(p.tags) + len(p.revisions) for p in plans)
-            total = sum(p.dest_tags + p.dest_revisions for p in plans)
-            if refusal is None and not self.options.force and total and removing / total > self.options.max_delete_share:
-                refusal = (
-                    f"the pass would delete {removing} of the destination's {total} tags and revisions "
-                    f"({removing / total:.0%}), more than the limit of {self.options.max_delete_share:.0%}; "
-                    "check SRC and DST, then raise --max-delete or pass --force"
-                )
+        if refusal is None:
+            refusal = policy.share_refusal(sum(p.removing for p in plans), sum(p.holding for p in plans))
         if refusal is not None:
             self.report.add_problem(Problem("delete-refused", refusal))
             return
         if self.options.force and not self.options.dry_run and read_marker(self.dest) is None:
             write_marker(self.dest, self.source.url)
-        runner = DeleteRunner(self.source, self.dest, self.report, dry_run=self.options.dry_run)
         for plan in plans:
             if self.cancelled.is_set():
                 return
-            self._carry_out(runner, plan)
+            self._carry_out(plan)
         if self.options.prune_blobs and not self.cancelled.is_set():
-            runner.prune_blobs()
+            try:
+                prune_blobs(self.source, self.dest, self.report, dry_run=self.options.dry_run)
+            except BackendError as exc:
+                self.report.add_problem(Problem("delete-failed", f"cannot prune blob data: {exc}", key=exc.key))
 
-    def delete_in_repository(self, repository: str) -> None:
+    @property
+    def delete_policy(self) -> DeletePolicy:
+        return DeletePolicy(self.source, self.dest, self.options.max_delete_share, force=self.options.force)
+
+    def delete_in_repository(self, repository: str, allowance: DeleteAllowance | None = None) -> str | None:
         """The sidecar's per-repository delete pass (after its sync pass), in reverse dependency order.
 
-        The checks that apply to one repository apply: the destination must
-        carry the replica marker (unless ``force``), and the source must answer
-        for the repository (an error, never an empty answer, when it cannot);
-        every delete re-checks the source. The share limit belongs to full
-        passes, which see the whole destination.
+        The policy's checks apply (policy.py): the replica marker, swapped sides,
+        and a source that must answer for the repository (an error, never an
+        empty answer, when it cannot); the share is drawn from ``allowance``.
+        Every delete re-checks the source. Returns None, or ``DEFERRED`` when the
+        allowance cannot judge yet (nothing deleted; ask again later).
         """
-        if not self.options.force and read_marker(self.dest) is None:
-            self.report.add_problem(
-                Problem("delete-refused", f"{self.dest.url} carries no syncagent replica marker", repository=repository)
-            )
-            return
-        try:
-            at_source = next(iter(self.source.iter_children(repository_prefix(repository))), None) is not None
-        except BackendError as exc:
-            self.report.add_problem(Problem("delete-refused", f"the source cannot be read: {exc}", repository=repository))
-            return
-        plan = self._plan_deletes(repository, at_source)
-        if plan is not None and not plan.empty:
-            self._carry_out(DeleteRunner(self.source, self.dest, self.report, dry_run=self.options.dry_run), plan)
+        refusal = self.delete_policy.pass_refusal(None, source_listed=True)
+        if refusal is None:
+            try:
+                at_source = next(iter(self.source.iter_children(repository_prefix(repository))), None) is not None
+            except BackendError as exc:
+                refusal = f"the source cannot be read: {exc}"
+        if refusal is None:
+            plan = self._plan_deletes(repository, at_source)
+            if plan is None:
+                return None
+            decision = allowance.request([plan]) if allowance is not None else None  # also measures it
+            if decision is DEFERRED:
+                return DEFERRED
+            refusal = decision
+        if refusal is not None:
+            self.report.add_problem(Problem("delete-refused", refusal, repository=repository))
+            return None
+        self._carry_out(plan)
+        return None
 
-    def _carry_out(self, runner: DeleteRunner, plan) -> None:
-        runner.run(plan)
-        if plan.keeps_all_layers:
-            self.report.add_problem(Problem("delete-skipped", f"kept every _layers link: {plan.keeps_all_layers}", repository=plan.repository))
+    def _carry_out(self, plan: DeletePlan) -> None:
+        if self.options.dry_run:
+            for step in plan.plan.steps:
+                for line in plan_lines(step):
+                    self.report.plan(line)
+        else:
+            deleter = DestinationDeleter(self.source, self.dest, self.report, self.cancelled)
+            RepositoryRun(plan.plan.steps, deleter, _no_blob_steps, self.cancelled).start()
+        if plan.kept:
+            self.report.add_problem(Problem("delete-skipped", f"kept every revision and _layers link: {plan.kept}",
+                                            repository=plan.repository))
 
-    def _plan_deletes(self, repository: str, at_source: bool):
+    def _plan_deletes(self, repository: str, at_source: bool) -> DeletePlan | None:
         try:
-            return plan_deletes(self.source, self.dest, repository, at_source)
+            return plan_deletes(survey_deletes(self.source, self.dest, repository, at_source))
         except BackendError as exc:
             self.report.add_problem(Problem("delete-failed", f"cannot plan deletes: {exc}", repository=repository, key=exc.key))
             return None
-
-    def _delete_refusal(self, source_repositories: set[str], source_listed: bool) -> str | None:
-        """Why deleting now would be unsafe, or None."""
-        if not source_listed:
-            return "the source could not be listed completely; a source that cannot be read never counts as empty"
-        if self.options.force:
-            return None
-        source_marker = read_marker(self.source)
-        if source_marker is not None and source_marker.get("source") == self.dest.url:
-            return f"source and destination look swapped: {self.source.url} is a replica of {self.dest.url}"
-        if read_marker(self.dest) is None:
-            return (
-                f"{self.dest.url} carries no syncagent replica marker (.syncagent/replica.json): it was not filled by "
-                "syncagent and may be a primary; check SRC and DST, and pass --force to adopt it"
-            )
-        if not source_repositories and next(iter_repositories(self.dest), None) is not None:
-            return f"the source {self.source.url} holds no repositories while the destination does; refusing to empty it"
-        return None
 
     def sync_repository(self, repository: str, copier: BlobCopier | None = None, *,
                         unfinished: list[UnfinishedPass] | None = None) -> None:
@@ -390,3 +390,7 @@ def _logged(advance: Callable[[], None]) -> None:
         advance()
     except Exception:  # noqa: BLE001 - the executor reports step failures; this is a bug, logged
         log.exception("unexpected error while running a plan")
+
+
+def _no_blob_steps(advance: Callable[[], None]) -> None:
+    raise AssertionError("a delete plan has no blob steps to wait for")

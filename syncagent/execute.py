@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from .plan import BLOB_STEPS, Step
+from .steps import BLOB_STEPS, Step
 from .transfer import Cancelled
 
 log = logging.getLogger(__name__)

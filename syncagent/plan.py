@@ -5,8 +5,8 @@ two sides' states and the source's closures (a :class:`RepositorySurvey`,
 read by survey.py) it returns a :class:`RepositoryPlan`: the steps in
 dependency order, each naming the steps it needs, and the problems found while
 planning (a tag pointing to a revision the source lacks, a manifest that does
-not parse...). The executor (execute.py) runs the steps; ``--dry-run`` prints
-them (:func:`describe_step`) and runs nothing.
+not parse...). The executor (execute.py) runs the steps (steps.py);
+``--dry-run`` prints them (:func:`steps.plan_lines`) and runs nothing.
 
 Per manifest the destination lacks, in the order of DESIGN.md::
 
@@ -22,12 +22,23 @@ its tag checks it, and repairs it (``ReadBack.repair``) when it is lacking.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 from .closure import Closure, ClosureError
 from .discovery import RepositoryState
-from .layout import Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, key_of
+from .layout import Digest
 from .report import Problem
+from .steps import (
+    AwaitBlob,
+    CheckHistory,
+    CopyBlob,
+    LinkLayers,
+    LinkRevision,
+    PublishTag,
+    ReadBack,
+    RepositoryPlan,
+    Step,
+)
 
 BlobMode = Literal["copy", "external"]
 
@@ -69,122 +80,6 @@ class RepositorySurvey:
     manifests: dict[Digest, bytes] = field(default_factory=dict)
     dest_existed: bool = True
     history_to_check: dict[str, Digest] = field(default_factory=dict)
-
-
-# --- steps -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CopyBlob:
-    """Make blob data present on the destination: copied from the source unless already there with
-    the right size. ``content``: the bytes, when the plan has them (manifests). ``optional``: a
-    foreign layer, which may be absent from storage. ``fresh``: look at the destination again even if
-    this pass already confirmed the blob (repair)."""
-
-    digest: Digest
-    label: str = "blob"
-    content: bytes | None = field(default=None, repr=False)
-    optional: bool = False
-    fresh: bool = False
-    needs: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class AwaitBlob:
-    """Wait until the storage's replication has brought blob data to the destination (size checked,
-    and the ETag where both sides report one); with ``copy_after``, copy it after that many seconds."""
-
-    digest: Digest
-    label: str = "blob"
-    size: int | None = None
-    optional: bool = False
-    copy_after: float | None = None
-    needs: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class LinkLayers:
-    """Write the ``_layers`` links of a manifest's config and layers (those present: an absent
-    foreign layer gets none). Needs the blob steps."""
-
-    repository: str
-    manifest: Digest
-    blobs: tuple[Digest, ...]
-    needs: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class LinkRevision:
-    """Write a manifest's revision link. ``publishes``: a revision of the source the destination
-    lacks (its failure is reported as ``revision-not-published``)."""
-
-    repository: str
-    digest: Digest
-    publishes: bool = False
-    needs: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class ReadBack:
-    """Read the closure of ``closure.root`` back on the destination (stat every blob, read every link).
-
-    ``repair``: when something is lacking, write the whole closure again (fresh copies, every link)
-    and read it back once more; ``force``: repair without looking first (known-damaged blobs).
-    ``tag``: the read-back guards this tag's publication; else it checks an existing revision.
-    """
-
-    repository: str
-    closure: Closure = field(repr=False, compare=False)
-    repair: bool = False
-    force: bool = False
-    tag: str | None = None
-    needs: tuple[int, ...] = ()
-
-    @property
-    def root(self) -> Digest:
-        return self.closure.root
-
-
-@dataclass(frozen=True)
-class PublishTag:
-    """Point the tag at ``digest``: ``current/link`` (atomically), then its history (index) link.
-    ``recheck``: the tag was already current (a repair pass re-checks it)."""
-
-    repository: str
-    tag: str
-    digest: Digest
-    recheck: bool = False
-    needs: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class CheckHistory:
-    """After a pass that did not finish: the history link of the digest the destination's tag points
-    to, written if missing."""
-
-    repository: str
-    tag: str
-    digest: Digest
-    needs: tuple[int, ...] = ()
-
-
-Step = Union[CopyBlob, AwaitBlob, LinkLayers, LinkRevision, ReadBack, PublishTag, CheckHistory]
-BLOB_STEPS = (CopyBlob, AwaitBlob)
-
-
-@dataclass
-class RepositoryPlan:
-    """Steps in dependency order (every step after those it needs); problems found while planning;
-    counts of what the plan leaves alone because it is up to date."""
-
-    repository: str
-    steps: list[Step] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    up_to_date: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def empty(self) -> bool:
-        return not self.steps
 
 
 # --- planning ------------------------------------------------------------------------------------------
@@ -352,33 +247,6 @@ def repair_steps(repository: str, closure: Closure, manifests: dict[Digest, byte
     return planner.result.steps
 
 
-def describe_step(step: Step) -> str | None:
-    """One line of a printed plan (``--dry-run``), or None for a step that writes nothing by itself."""
-    if isinstance(step, CopyBlob):
-        size = "" if step.content is None else f" ({len(step.content)} bytes)"
-        return f"copy blob {step.digest}{size} unless present"
-    if isinstance(step, AwaitBlob):
-        return f"await blob {step.digest} (replicated by the storage)"
-    if isinstance(step, LinkLayers):
-        return None
-    if isinstance(step, LinkRevision):
-        return f"link {key_of(RevisionLink(step.repository, step.digest))} -> {step.digest}"
-    if isinstance(step, ReadBack):
-        return f"read back {step.repository}@{step.root}" + (" (repair if lacking)" if step.repair else "")
-    if isinstance(step, PublishTag):
-        return (f"link {key_of(TagCurrentLink(step.repository, step.tag))} -> {step.digest}\n"
-                f"link {key_of(TagIndexLink(step.repository, step.tag, step.digest))} -> {step.digest}")
-    if isinstance(step, CheckHistory):
-        return f"check {key_of(TagIndexLink(step.repository, step.tag, step.digest))}"
-    raise TypeError(f"not a step: {step!r}")
-
-
-def layer_link_lines(step: LinkLayers) -> list[str]:
-    return [f"link {key_of(LayerLink(step.repository, digest))} -> {digest}" for digest in step.blobs]
-
-
 __all__ = [
-    "AwaitBlob", "BLOB_STEPS", "BlobMode", "CheckHistory", "CopyBlob", "LinkLayers", "LinkRevision", "PlanSettings",
-    "PublishTag", "ReadBack", "RepositoryPlan", "RepositorySurvey", "Step", "describe_step", "layer_link_lines",
-    "plan_repository", "repair_steps", "roots_to_resolve", "tags_to_publish",
+    "BlobMode", "PlanSettings", "RepositorySurvey", "plan_repository", "repair_steps", "roots_to_resolve", "tags_to_publish",
 ]

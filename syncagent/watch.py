@@ -32,7 +32,7 @@ from typing import Sequence
 
 from backends import Backend, BackendError, NotFound, open_backend
 
-from .discovery import UnreadableLink, iter_repositories, read_link
+from .discovery import UnreadableLink, iter_repositories, read_link, read_repository
 from .engine import Engine, SyncOptions
 from .fsevents import RepositoryWatcher
 from .http_service import EndpointContext, ServiceHTTPServer, make_server
@@ -42,6 +42,7 @@ from .metrics import Metrics
 from .registry_check import TokenConfigurationError, check_published_tags, checker_from_settings
 from .notification_auth import Authenticator
 from .pass_records import EVERYTHING, PassRecords, UnfinishedPass, delete_records, load_records
+from .policy import DEFERRED, DeleteAllowance, DeletePolicy
 from .replica import mark_if_fresh
 from .report import Problem, Report
 from .transfer import Cancelled
@@ -62,6 +63,23 @@ class _Probe:
     ok: bool = False
     detail: str = "not probed yet"
     checked: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Emptying:
+    """A repository gone from the source, all of whose tags and revisions a delete would remove."""
+
+    repository: str
+    holding: int
+
+    @property
+    def removing(self) -> int:
+        return self.holding
+
+
+def _held(dest: Backend, repository: str) -> int:
+    state = read_repository(dest, repository)
+    return len(state.tags) + len(state.revisions)
 
 
 @dataclass
@@ -126,6 +144,10 @@ class WatchService:
         self._unfinished_read = 0.0
         self._history_gaps: set[str] = set()  # repositories whose last pass left history checks undone
         self._unfinished_lock = threading.Lock()
+        self.allowance = DeleteAllowance(DeletePolicy(self.source, self.dest, config.max_delete))
+        self._deferred_deletes: set[str] = set()  # deletes the allowance could not judge yet
+        self._granted: set[str] = set()  # repositories gone from the source whose deletes were granted together
+        self._deletes_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
         self._reconcile_thread: threading.Thread | None = None
@@ -304,7 +326,7 @@ class WatchService:
         try:
             engine.sync_repository(repository, unfinished=self._unfinished_passes())
             if self.config.delete and not engine.cancelled.is_set():
-                engine.delete_in_repository(repository)
+                self._delete_in(engine, repository)
         except Cancelled:
             result = "cancelled"
         except BackendError as exc:
@@ -342,6 +364,18 @@ class WatchService:
         except JournalError as exc:
             self.metrics.errors.labels("journal").inc()
             log.error("cannot record the pass over %s in the journal: %s", repository, exc)
+
+    def _delete_in(self, engine: Engine, repository: str) -> None:
+        """The delete pass of one repository, drawing on the allowance (policy.py); one the allowance
+        cannot judge yet is asked again when the reconcile completes."""
+        with self._deletes_lock:
+            granted = repository in self._granted
+            self._granted.discard(repository)
+        if engine.delete_in_repository(repository, None if granted else self.allowance) is DEFERRED:
+            log.info("deletes in %s wait until a reconcile has measured the destination", repository,
+                     extra={"repository": repository})
+            with self._deletes_lock:
+                self._deferred_deletes.add(repository)
 
     def _follow_up(self, ticket: Ticket, *, ok: bool, racing: set[str]) -> None:
         """Pass again soon over tags a notification announced but the pass could not publish yet.
@@ -455,15 +489,26 @@ class WatchService:
             self.metrics.errors.labels("reconcile").inc()
             log.error("reconcile could not list the source's repositories: %s", exc)
             return False
-        if self.config.delete:
-            for repository in self._repositories_gone_from_source(seen):
-                round_.expect()
-                self.queue.add_background(repository, round_.finished)
-                listed += 1
         round_.listing_complete()
-        while not round_.done.wait(0.5):
-            if self.stopping.is_set():
-                return False
+        if not self._wait_round(round_):
+            return False
+        if self.config.delete:
+            gone = self._repositories_gone_from_source(seen)
+            if gone:
+                second = _ReconcileRound()
+                for repository in gone:
+                    second.expect()
+                    self.queue.add_background(repository, second.finished)
+                    listed += 1
+                second.listing_complete()
+                if not self._wait_round(second):
+                    return False
+                round_.failed += second.failed
+        self.allowance.renew()
+        with self._deletes_lock:
+            deferred, self._deferred_deletes = sorted(self._deferred_deletes), set()
+        for repository in deferred:
+            self.queue.add_background(repository)
         with self._unfinished_lock:
             gaps = sorted(self._history_gaps)
         if not gaps and not self.options.dry_run:
@@ -483,6 +528,13 @@ class WatchService:
         log.info("reconcile done: %d repositories in %.1fs, %d with problems", listed, time.monotonic() - started,
                  round_.failed, extra={"repositories": listed, "problems": round_.failed, "started": started_wall})
         return round_.failed == 0
+
+    def _wait_round(self, round_: _ReconcileRound) -> bool:
+        """Wait for every pass a reconcile asked for; False when the service stops meanwhile."""
+        while not round_.done.wait(0.5):
+            if self.stopping.is_set():
+                return False
+        return True
 
     def _unfinished_passes(self) -> list[UnfinishedPass]:
         """The destination's records of passes that did not finish (pass_records.py): read again
@@ -520,7 +572,8 @@ class WatchService:
             self._unfinished = None
 
     def _repositories_gone_from_source(self, at_source: set[str]) -> list[str]:
-        """Destination repositories the source no longer has, when it is safe to empty them (watch --delete)."""
+        """Destination repositories the source no longer has, when the delete policy lets them all go
+        (policy.py: asked for together, against the allowance; watch --delete)."""
         try:
             at_dest = [r for r in iter_repositories(self.dest) if self.options.wants(r)]
         except NotFound:
@@ -531,15 +584,22 @@ class WatchService:
         gone = [r for r in at_dest if r not in at_source]
         if not gone:
             return []
-        refusal = None
-        if not at_source:
-            refusal = "the source holds no repositories while the destination does"
-        elif len(gone) / len(at_dest) > self.config.max_delete:
-            refusal = f"{len(gone)} of the destination's {len(at_dest)} repositories are gone from the source, more than max_delete"
+        refusal = self.allowance.policy.pass_refusal(at_source, source_listed=True)
+        if refusal is None:
+            try:
+                emptying = [_Emptying(r, _held(self.dest, r)) for r in gone]
+            except BackendError as exc:
+                refusal = f"cannot read the destination: {exc}"
+        if refusal is None:
+            self.allowance.measured()  # this reconcile's passes surveyed every repository of the source
+            decision = self.allowance.request(emptying)
+            refusal = "the destination is not measured yet" if decision is DEFERRED else decision
         if refusal:
             self.metrics.errors.labels("delete-refused").inc()
-            log.error("reconcile refuses to delete repositories: %s; check SRC and DST", refusal)
+            log.error("reconcile refuses to delete %d repositories gone from the source: %s", len(gone), refusal)
             return []
+        with self._deletes_lock:
+            self._granted.update(gone)
         return gone
 
     def _reconcile_problem(self, problem: Problem) -> None:

@@ -28,18 +28,20 @@ from .discovery import UnreadableLink, read_link
 from .execute import Outcome, StepFailed, run_inline
 from .layout import Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
 from .pass_records import PassRecords
-from .plan import (
+from .plan import PlanSettings, RepositorySurvey, repair_steps
+from .deletes import source_has
+from .steps import (
     AwaitBlob,
     CheckHistory,
     CopyBlob,
+    DeleteLayerLink,
+    DeleteRevision,
+    DeleteTag,
     LinkLayers,
     LinkRevision,
-    PlanSettings,
     PublishTag,
     ReadBack,
-    RepositorySurvey,
     Step,
-    repair_steps,
 )
 from .report import Problem, Report
 from .transfer import BlobCopier, BlobOutcome, Cancelled
@@ -264,4 +266,56 @@ class DestinationWriter:
                 self.context.history_unchecked.set()
 
 
-__all__ = ["DestinationWriter", "PassContext"]
+class DestinationDeleter:
+    """Performs one repository's delete steps (see execute.Performer), checking the source again before
+    every delete: a key the source has (again) is never deleted, and a tag the source lists again is
+    left whole."""
+
+    def __init__(self, source: Backend, dest: Backend, report: Report, cancelled: threading.Event) -> None:
+        self.source = source
+        self.dest = dest
+        self.report = report
+        self.cancelled = cancelled
+
+    def start_blob(self, step: Step) -> Future:
+        raise TypeError(f"not a delete step: {step!r}")
+
+    def perform(self, step: Step, needs: Sequence[Outcome]) -> Outcome:
+        if self.cancelled.is_set():
+            raise Cancelled()
+        try:
+            if isinstance(step, DeleteTag):
+                if any(source_has(self.source, key) for key in step.keys if key.endswith("/current/link")):
+                    return Outcome.SKIPPED
+                for key in step.keys:
+                    self._delete(key, "links_deleted")
+                self.report.count("tags_deleted")
+                self.report.emit("tag-deleted", repository=step.repository, tag=step.tag)
+            elif isinstance(step, DeleteRevision):
+                if not self._delete(key_of(RevisionLink(step.repository, step.digest)), "revisions_deleted"):
+                    return Outcome.SKIPPED
+                self.report.emit("revision-deleted", repository=step.repository, digest=str(step.digest))
+            elif isinstance(step, DeleteLayerLink):
+                if not self._delete(key_of(LayerLink(step.repository, step.digest)), "links_deleted"):
+                    return Outcome.SKIPPED
+            else:
+                raise TypeError(f"not a delete step: {step!r}")
+        except BackendError as exc:
+            self.report.add_problem(Problem("delete-failed", str(exc), repository=step.repository, key=exc.key))
+            raise StepFailed(f"deleting failed: {exc}") from exc
+        return Outcome.DONE
+
+    def _delete(self, key: str, counter: str) -> bool:
+        if source_has(self.source, key):
+            return False
+        self.dest.delete(key)
+        self.report.count(counter)
+        return True
+
+    def failed(self, step: Step, failure: StepFailed, *, propagated: bool) -> None:
+        if failure.kind == "internal-error" and not propagated:
+            self.report.add_problem(Problem("internal-error", f"{failure.reason} in {type(step).__name__}",
+                                            repository=getattr(step, "repository", None)))
+
+
+__all__ = ["DestinationDeleter", "DestinationWriter", "PassContext"]

@@ -168,3 +168,72 @@ def test_a_tag_present_at_the_source_is_never_deleted(world):
     report = sync(source, dest, delete=True)
     assert "v0" in dest_tags(dest, "app")
     assert [p.kind for p in report.problems] == ["invalid-link"]
+
+
+def test_a_manifest_that_cannot_be_read_for_a_moment_protects_its_children(world):
+    """An index whose manifest cannot be read for a moment must not let its children go: the
+    repository's deletes wait for the next pass (delete-failed), they are not planned without it."""
+    from backends import TransientError
+
+    source, _, writer, images = world
+    dest = MemoryBackend()
+    one, _ = writer.image("multi", [b"amd64 layer"], platform="amd64")
+    two, _ = writer.image("multi", [b"arm64 layer"], platform="arm64")
+    index = writer.index("multi", [((one, 0), "amd64"), ((two, 0), "arm64")], tag="v1")
+    assert sync(source, dest).ok
+    delete_source_revision(source, "multi", one)  # untagged at the source now; still the index's child
+    manifest_key = key_of(BlobData(index))
+    failing = {"on": True}
+    original = dest.open_read
+
+    def open_read(key):
+        if key == manifest_key and failing["on"]:
+            raise TransientError(f"{key}: connection reset", key=key)
+        return original(key)
+
+    dest.open_read = open_read
+    report = sync(source, dest, delete=True)
+    assert [p.kind for p in report.problems] == ["delete-failed"]
+    assert dest.exists(key_of(RevisionLink("multi", one)))
+    failing["on"] = False
+    assert sync(source, dest, delete=True).ok
+    assert dest.exists(key_of(RevisionLink("multi", one)))  # the index still references it
+
+
+def test_a_remaining_manifest_that_is_missing_keeps_every_revision_and_layer_link(world):
+    source, dest, _, images = world
+    delete_source_revision(source, "app", images[("app", "v0")])
+    delete_source_tag(source, "app", "v0")
+    dest.delete(key_of(BlobData(images[("app", "v1")])))  # a remaining revision's manifest is gone
+    report = sync(source, dest, delete=True)
+    assert "delete-skipped" in [p.kind for p in report.problems]
+    assert "v0" not in dest_tags(dest, "app")  # the tag still goes: nothing references a tag
+    assert dest.exists(key_of(RevisionLink("app", images[("app", "v0")])))
+
+
+# --- one delete policy: the sidecar's allowance ------------------------------------------------------
+
+
+def test_the_sidecar_draws_every_delete_from_one_allowance_and_defers_until_measured(world):
+    from syncagent.policy import DEFERRED, DeleteAllowance, DeletePolicy
+
+    source, dest, _, images = world
+    allowance = DeleteAllowance(DeletePolicy(source, dest, max_share=0.25))
+    for n in range(3):
+        delete_source_tag(source, "app", f"v{n}")
+        delete_source_revision(source, "app", images[("app", f"v{n}")])
+    engine = Engine(source, dest, SyncOptions(delete=True))
+    assert engine.delete_in_repository("app", allowance) is DEFERRED  # 6 of app's 8: too much for what is known
+    assert len(dest_tags(dest, "app")) == 4 and engine.report.problems == []
+    assert engine.delete_in_repository("tools", allowance) is None  # measures tools (8), deletes nothing
+    allowance.renew()  # a reconcile completed: 16 measured
+    refused = Engine(source, dest, SyncOptions(delete=True))
+    assert refused.delete_in_repository("app", allowance) is None
+    assert [p.kind for p in refused.report.problems] == ["delete-refused"]
+    assert "6 of the destination's 16 tags and revisions" in refused.report.problems[0].reason
+    generous = DeleteAllowance(DeletePolicy(source, dest, max_share=0.5), established=True)
+    generous.request([type("Plan", (), {"repository": "tools", "removing": 0, "holding": 8})()])
+    granted = Engine(source, dest, SyncOptions(delete=True))
+    assert granted.delete_in_repository("app", generous) is None
+    assert granted.report.ok and set(dest_tags(dest, "app")) == {"v3"}
+    assert generous.spent == 6

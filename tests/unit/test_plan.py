@@ -9,17 +9,8 @@ import pytest
 
 from backends.memory import MemoryBackend
 from syncagent.execute import Outcome, RepositoryRun, StepFailed
-from syncagent.plan import (
-    AwaitBlob,
-    CheckHistory,
-    CopyBlob,
-    LinkLayers,
-    LinkRevision,
-    PlanSettings,
-    PublishTag,
-    ReadBack,
-    plan_repository,
-)
+from syncagent.plan import PlanSettings, plan_repository
+from syncagent.steps import AwaitBlob, CheckHistory, CopyBlob, LinkLayers, LinkRevision, PublishTag, ReadBack
 from syncagent.survey import survey_repository
 from syncagent.synthetic import TreeWriter
 
