@@ -161,8 +161,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("health_interval", parse_duration, "how often backends are probed for /healthz (default 5s)", "DURATION"),
     Option("delete", parse_bool, "also remove what the source no longer has, repository by repository, and repositories "
            "gone from the source at reconcile (default false; docs/deletes-and-reports.md)", "BOOL"),
-    Option("max_delete", parse_percentage, "a reconcile refuses to remove more than this share of the destination's "
-           "repositories (default 50 percent)", "PERCENT"),
+    Option("max_delete", parse_percentage, "one delete pass (a reconcile, with the deletes that follow notifications "
+           "until the next) removes at most this share of the destination's tags and revisions (default 50 percent; "
+           "docs/deletes-and-reports.md)", "PERCENT"),
     Option("check_registry", _text, "after publishing a tag, ask this registry URL whether it serves it whole", "URL"),
     Option("registry_token_issuer", _text, "for an auth: token registry: its token issuer", "ISS"),
     Option("registry_token_service", _text, "... its token service (the audience)", "SVC"),
