@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from backends import Backend, BackendError, NotFound
+from backends.retry import RetryPolicy, RetryingBackend
 
 from .deletes import DeletePlan, plan_deletes, prune_blobs, survey_deletes
 from .discovery import iter_repositories
@@ -60,6 +61,8 @@ class SyncOptions:
     ``verify_existing``: also read back the closures of tags and revisions the
     destination already has, and rewrite what is missing (repair).
     ``recopy``: blob digests to copy again even if present (known corrupt).
+    ``retry``: how transient failures of the backends' operations are retried
+    (backends/retry.py: the engine wraps both backends).
     """
 
     jobs: int = DEFAULT_JOBS
@@ -71,6 +74,7 @@ class SyncOptions:
     force: bool = False
     verify_existing: bool = False
     recopy: frozenset = frozenset()
+    retry: RetryPolicy = RetryPolicy()
 
     def wants(self, repository: str) -> bool:
         return not self.repositories or any(fnmatch.fnmatchcase(repository, p) for p in self.repositories)
@@ -78,8 +82,8 @@ class SyncOptions:
 
 class Engine:
     def __init__(self, source: Backend, dest: Backend, options: SyncOptions = SyncOptions(), report: Report | None = None) -> None:
-        self.source = source
-        self.dest = dest
+        self.source = retrying(source, options.retry)
+        self.dest = retrying(dest, options.retry)
         self.options = options
         self.report = report or Report()
         self.cancelled = threading.Event()
@@ -370,6 +374,13 @@ class Engine:
             confirmed=self._confirmed_blobs,
             dest_has_blobs=self._dest_has_blobs,
         )
+
+
+def retrying(backend: Backend, policy: RetryPolicy) -> Backend:
+    """``backend`` with its operations retried by ``policy`` (once: a wrapped backend is not wrapped again)."""
+    if isinstance(backend, RetryingBackend) or policy.attempts <= 1:
+        return backend
+    return RetryingBackend(backend, policy)
 
 
 def _scheduler(pool: ThreadPoolExecutor) -> Callable[[Callable[[], None]], None]:

@@ -39,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-from backends import Backend, BackendError, NotFound, TransientError
+from backends import Backend, BackendError, NotFound
 from backends.processes import boot_id, pid_namespace, process_start
 
 from .discovery import read_small
@@ -52,7 +52,6 @@ RENEW_AFTER = 60.0
 STALE_AFTER = 600.0
 _MAX_SCOPE = 64  # longer scopes are recorded as everything (wider is safe)
 _MAX_RECORD_BYTES = 64 * 1024
-_PUT_ATTEMPTS = 4
 
 _ACTIVE: set[str] = set()  # the records of passes in progress in this process
 _ACTIVE_LOCK = threading.Lock()
@@ -201,7 +200,7 @@ class PassRecords:
 
     def before_tag_write(self) -> None:
         """Put this pass's record, once, before its first tag write, and start renewing it (transient
-        failures are retried). A record that cannot be written is not tried again: ``failed`` says
+        failures are retried by the destination's retry wrapper, engine.py). A record that cannot be written is not tried again: ``failed`` says
         why, and the tags are published without it."""
         if self.dry_run:
             return
@@ -236,14 +235,7 @@ class PassRecords:
             "pidns": pid_namespace(), "pid": pid, "start": process_start(pid) or "", "started": self.started,
             "renewed": time.time(),
         }).encode()
-        for attempt in range(_PUT_ATTEMPTS):
-            try:
-                self.dest.put(self.key, io.BytesIO(content), size=len(content))
-                return
-            except TransientError:
-                if attempt + 1 == _PUT_ATTEMPTS:
-                    raise
-                time.sleep(0.2 * 2**attempt)
+        self.dest.put(self.key, io.BytesIO(content), size=len(content))
 
     def finish(self, *, wrote_all: bool, checked_all: bool) -> None:
         """At the end of a pass. ``wrote_all``: no interruption and no failed write; ``checked_all``:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from backends import Backend, BackendError, NotFound, TransientError
+from backends import Backend, BackendError, NotFound
 
 from .closure import missing_from
 from .discovery import UnreadableLink, read_link
@@ -45,9 +44,6 @@ from .steps import (
 )
 from .report import Problem, Report
 from .transfer import BlobCopier, BlobOutcome, Cancelled
-
-LINK_WRITE_ATTEMPTS = 4
-
 
 @dataclass
 class PassContext:
@@ -216,7 +212,7 @@ class DestinationWriter:
         return Outcome.DONE
 
     def write_link(self, key: str, digest: Digest, *, tag_write: bool = False, known_missing: bool = False) -> None:
-        """Write a link unless it already holds ``digest``; retries transient failures.
+        """Write a link unless it already holds ``digest``.
 
         In a repository the destination did not have, links are written without
         reading them first (rewriting an identical link is harmless).
@@ -238,15 +234,8 @@ class DestinationWriter:
         if tag_write and self.context.records is not None:
             self.context.records.before_tag_write()
         content = format_link(digest)
-        for attempt in range(LINK_WRITE_ATTEMPTS):
-            try:
-                self.context.dest.put(key, io.BytesIO(content), size=len(content))
-                self.confirmed_links[key] = digest
-                break
-            except TransientError:
-                if attempt + 1 == LINK_WRITE_ATTEMPTS:
-                    raise
-                time.sleep(0.2 * 2**attempt)
+        self.context.dest.put(key, io.BytesIO(content), size=len(content))  # retried by the engine's wrapper
+        self.confirmed_links[key] = digest
         self.report.count("links_written")
 
     # --- failures ----------------------------------------------------------------------------------
