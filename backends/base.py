@@ -31,11 +31,15 @@ class ObjectInfo:
     content one expects means the object holds it; anything else means
     nothing (S3 reports other values for multipart or SSE-KMS objects), so
     read the object.
+    ``etag``: the store's opaque entity tag (S3's ETag, from ``stat`` and
+    listings), or None where it has none. Bucket replication keeps it, so two
+    buckets reporting the same ETag for a key hold the same object.
     """
 
     key: str
     size: int
     md5: str | None = None
+    etag: str | None = None
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ class S3Backend(BaseBackend):
 
     def stat(self, key: str) -> ObjectInfo:
         response = self._call(self._client.head_object, key, Key=self._object_key(key))
-        return ObjectInfo(key, int(response["ContentLength"]))
+        return ObjectInfo(key, int(response["ContentLength"]), etag=_etag(response.get("ETag")))
 
     def open_read(self, key: str) -> BinaryIO:
         response = self._call(self._client.get_object, key, Key=self._object_key(key))
@@ -373,7 +373,7 @@ class S3Backend(BaseBackend):
             for item in page.get("Contents", ()):
                 key = item["Key"][strip:]
                 if _is_key(key):
-                    yield ObjectInfo(key, int(item["Size"]), _md5_of_etag(item.get("ETag")))
+                    yield ObjectInfo(key, int(item["Size"]), _md5_of_etag(item.get("ETag")), _etag(item.get("ETag")))
 
     def _pages(self, full_prefix: str, *, delimiter: bool) -> Iterator[dict[str, Any]]:
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix}
@@ -450,6 +450,10 @@ def _md5_of_etag(etag: str | None) -> str | None:
     SSE-C is its MD5; other ETags (multipart ``...-N``) are left out, the rest are hints only."""
     value = (etag or "").strip('"').lower()
     return value if _HEX32.fullmatch(value) else None
+
+
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') if value else None
 
 
 def _read_up_to(stream: BinaryIO, limit: int) -> bytes:

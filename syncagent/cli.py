@@ -16,7 +16,7 @@ import sys
 
 from backends import BackendUnavailable, ConfigurationError, open_backend
 
-from .engine import DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
+from .engine import DEFAULT_EXTERNAL_TIMEOUT, DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
 from .layout import Digest
 from .report import Report
 
@@ -41,6 +41,18 @@ def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     sync.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, metavar="N", help=f"parallel transfers (default {DEFAULT_JOBS})")
     sync.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
     sync.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
+    supplement = sync.add_argument_group("supplement to bucket replication (docs/supplement.md)")
+    supplement.add_argument(
+        "--blobs", choices=("copy", "external"), default="copy",
+        help="copy blob data (default), or 'external': the storage's own replication (S3 replication, Ceph RGW multisite) "
+        "brings it, and each link is written once the blobs it needs have arrived at DST",
+    )
+    supplement.add_argument("--external-timeout", type=_duration, default=DEFAULT_EXTERNAL_TIMEOUT, metavar="DURATION",
+                            help="with --blobs external: how long to wait for a blob before its tags are reported "
+                            "(blob-not-replicated) (default 15m)")
+    supplement.add_argument("--copy-after", type=_duration, metavar="DURATION",
+                            help="with --blobs external: copy a blob still missing after DURATION (objects the replication "
+                            "rule does not cover: written before it existed)")
     deletes = sync.add_argument_group("deletes")
     deletes.add_argument("--delete", action="store_true", help="also remove what the source no longer has, in reverse dependency order")
     deletes.add_argument("--prune-blobs", action="store_true", help="with --delete, also remove blob data no repository links any more")
@@ -118,6 +130,15 @@ def _percentage(text: str) -> float:
     return value / 100
 
 
+def _duration(text: str) -> float:
+    from .watch_config import ConfigError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -159,6 +180,13 @@ def _sync(args) -> int:
     if args.prune_blobs and not args.delete:
         print("syncagent: --prune-blobs needs --delete", file=sys.stderr)
         return EXIT_USAGE
+    if args.copy_after is not None and args.blobs != "external":
+        print("syncagent: --copy-after needs --blobs external", file=sys.stderr)
+        return EXIT_USAGE
+    if args.prune_blobs and args.blobs == "external":
+        print("syncagent: --prune-blobs does not go with --blobs external: the storage's replication owns blob data "
+              "at DST (it deletes what the primary's garbage collection deletes)", file=sys.stderr)
+        return EXIT_USAGE
     options = SyncOptions(
         jobs=args.jobs,
         repositories=tuple(args.repo),
@@ -167,6 +195,9 @@ def _sync(args) -> int:
         prune_blobs=args.prune_blobs,
         max_delete_share=args.max_delete,
         force=args.force,
+        blobs=args.blobs,
+        copy_after=args.copy_after,
+        external_timeout=args.external_timeout,
     )
     report = Report()
     checker = _registry_checker(args)

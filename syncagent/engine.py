@@ -30,7 +30,8 @@ from .execute import RepositoryRun
 from .layout import BLOBS_PREFIX, DigestSet, repository_prefix
 from .pass_records import PassRecords, UnfinishedPass, load_records
 from .policy import DEFERRED, DeleteAllowance, DeletePolicy
-from .plan import PlanSettings, plan_repository
+from .plan import BlobMode, PlanSettings, plan_repository
+from .replication import CANARY_KEY, DEFAULT_TIMEOUT as DEFAULT_EXTERNAL_TIMEOUT, BlobWaiter, place_canary, replication_too_wide
 from .steps import BLOB_STEPS, LinkRevision, PublishTag, RepositoryPlan, plan_lines
 from .replica import mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
@@ -63,6 +64,9 @@ class SyncOptions:
     ``recopy``: blob digests to copy again even if present (known corrupt).
     ``retry``: how transient failures of the backends' operations are retried
     (backends/retry.py: the engine wraps both backends).
+    ``blobs``: ``copy``, or ``external`` when the storage's own replication
+    brings blob data (replication.py): then blobs are awaited for at most
+    ``external_timeout`` seconds, and copied after ``copy_after`` seconds if set.
     """
 
     jobs: int = DEFAULT_JOBS
@@ -75,6 +79,9 @@ class SyncOptions:
     verify_existing: bool = False
     recopy: frozenset = frozenset()
     retry: RetryPolicy = RetryPolicy()
+    blobs: BlobMode = "copy"
+    copy_after: float | None = None
+    external_timeout: float = DEFAULT_EXTERNAL_TIMEOUT
 
     def wants(self, repository: str) -> bool:
         return not self.repositories or any(fnmatch.fnmatchcase(repository, p) for p in self.repositories)
@@ -87,16 +94,22 @@ class Engine:
         self.options = options
         self.report = report or Report()
         self.cancelled = threading.Event()
-        self.settings = PlanSettings(verify_existing=options.verify_existing, recopy=options.recopy)
+        self.settings = PlanSettings(blobs=options.blobs, copy_after=options.copy_after,
+                                     verify_existing=options.verify_existing, recopy=options.recopy)
         self._confirmed_blobs = DigestSet()
         self._planned_blobs = DigestSet()  # --dry-run: blobs already in a printed plan
         self._dest_has_blobs = True
         self._dest_empty = False
         self._history_unchecked = threading.Event()  # a repository of this pass did not finish its history checks
         self.records: PassRecords | None = None
+        self._waiter: BlobWaiter | None = None
+        self._too_wide_reported = False
 
     def cancel(self) -> None:
         self.cancelled.set()
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.close()  # what waits for replication ends now
 
     def run(self) -> Report:
         """Sync every repository the options select. Ctrl-C cancels cleanly and is recorded."""
@@ -108,6 +121,7 @@ class Engine:
         source_listed = completed = False
         try:
             self._mark_fresh_destination()
+            self._check_replication_scope(place=True)
             self.records = PassRecords.load(self.dest, self.options.repositories, dry_run=self.options.dry_run)
             self._dest_has_blobs = self._destination_has_blobs()
             context = self._context(blob_pool)
@@ -127,6 +141,7 @@ class Engine:
                 self.report.add_problem(Problem("read-failed", f"cannot list the source's repositories: {exc}"))
             wait(pending)
             completed = source_listed
+            self._check_replication_scope()
             if self.options.delete and not self.cancelled.is_set():
                 self._delete_pass(source_repositories, source_listed)
         except KeyboardInterrupt:
@@ -136,6 +151,7 @@ class Engine:
         finally:
             if self.cancelled.is_set():
                 self.report.interrupted = True
+            self._close_waiter()
             repo_pool.shutdown(wait=True, cancel_futures=True)
             blob_pool.shutdown(wait=True, cancel_futures=True)
             self._dest_empty = False  # true of the destination as this pass began, no longer
@@ -208,9 +224,48 @@ class Engine:
                 self.report.count("tags_up_to_date" if step.recheck else "tags_published")
 
     def _context(self, blob_pool: ThreadPoolExecutor) -> PassContext:
+        waiter = None
+        if self.options.blobs == "external" and not self.options.dry_run:
+            waiter = BlobWaiter(self.source, self.dest, timeout=self.options.external_timeout,
+                                confirmed=self._confirmed_blobs, workers=max(1, self.options.jobs),
+                                observer=self._on_wait)
+        self._waiter = waiter
         return PassContext(self.source, self.dest, self.report, self.cancelled, self._copier(blob_pool),
                            settings=self.settings, records=self.records, confirmed_blobs=self._confirmed_blobs,
-                           history_unchecked=self._history_unchecked)
+                           waiter=waiter, history_unchecked=self._history_unchecked)
+
+    def _check_replication_scope(self, *, place: bool = False) -> None:
+        """With ``--blobs external``: the canary at the source (``place``), and a problem when the
+        destination holds it (replication.py), reported once per pass."""
+        if self.options.blobs != "external" or self.options.dry_run or self._too_wide_reported:
+            return
+        if place:
+            why_not = place_canary(self.source)
+            if why_not is not None:
+                self.report.add_finding(Problem("canary-not-placed", why_not, key=CANARY_KEY))
+        try:
+            problem = replication_too_wide(self.dest)
+        except BackendError as exc:
+            log.warning("cannot look for the replication canary on %s: %s", self.dest.url, exc)
+            return
+        if problem is not None:
+            self._too_wide_reported = True
+            self.report.add_problem(problem)
+
+    def _close_waiter(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.close()
+
+    def _on_wait(self, event: str, data: dict) -> None:
+        """What the waiter saw: counted, problems reported, and passed on to subscribers (the sidecar's metrics)."""
+        if event == "arrived":
+            self.report.count("blobs_replicated")
+        elif event == "copy-after-wait":
+            self.report.count("blobs_copied_after_wait")
+        elif event == "gave-up" and data.get("problem") is not None:
+            self.report.add_problem(data["problem"])
+        self.report.emit(f"wait-{event}", **data)
 
     def _finish_records(self, *, completed: bool) -> None:
         """``completed``: the pass went through every repository of its scope (the source listed,
@@ -356,7 +411,10 @@ class Engine:
                 context = self._context(blob_pool)
                 if copier is not None:
                     context.copier = copier
-                self._sync_one(repository, context, _scheduler(repo_pool)).result()
+                try:
+                    self._sync_one(repository, context, _scheduler(repo_pool)).result()
+                finally:
+                    self._close_waiter()
             if self.cancelled.is_set():
                 raise Cancelled()
             completed = True

@@ -27,6 +27,7 @@ from .discovery import UnreadableLink, read_link
 from .execute import Outcome, StepFailed, run_inline
 from .layout import Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
 from .pass_records import PassRecords
+from .replication import BlobWaiter
 from .plan import PlanSettings, RepositorySurvey, repair_steps
 from .deletes import source_has
 from .steps import (
@@ -57,7 +58,7 @@ class PassContext:
     settings: PlanSettings = PlanSettings()
     records: PassRecords | None = None
     confirmed_blobs: DigestSet = field(default_factory=DigestSet)
-    waiter: object | None = None
+    waiter: BlobWaiter | None = None
     history_unchecked: threading.Event = field(default_factory=threading.Event)
 
 
@@ -83,7 +84,10 @@ class DestinationWriter:
         elif isinstance(step, AwaitBlob):
             if self.context.waiter is None:
                 raise StepFailed(f"{step.label} {step.digest}: no waiter for blobs replicated by the storage")
-            copy = self.context.waiter.await_blob(step)  # type: ignore[attr-defined]
+            content = self.survey.manifests.get(step.digest) if step.label == "manifest blob" else None
+            copier = self.context.copier
+            copy = self.context.waiter.await_blob(step, content=content,
+                                                  copy=lambda digest: copier.ensure(digest, content))
         else:
             raise TypeError(f"not a blob step: {step!r}")
         result: Future = Future()
