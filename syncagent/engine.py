@@ -104,6 +104,8 @@ class Engine:
         self.records: PassRecords | None = None
         self._waiter: BlobWaiter | None = None
         self._too_wide_reported = False
+        self._runs: set[RepositoryRun] = set()
+        self._runs_lock = threading.Lock()
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -202,7 +204,22 @@ class Engine:
             finished: Future = Future()
             finished.set_result(None)
             return finished
-        return RepositoryRun(plan.steps, DestinationWriter(context, survey), schedule, self.cancelled).start()
+        run = RepositoryRun(plan.steps, DestinationWriter(context, survey), schedule, self.cancelled)
+        with self._runs_lock:
+            self._runs.add(run)
+        done = run.start()
+        done.add_done_callback(lambda _: self._forget_run(run))
+        return done
+
+    def _forget_run(self, run: RepositoryRun) -> None:
+        with self._runs_lock:
+            self._runs.discard(run)
+
+    def tags_pending(self) -> int:
+        """Tags the runs in progress have yet to publish (held back, e.g. waiting for replicated blobs)."""
+        with self._runs_lock:
+            runs = list(self._runs)
+        return sum(run.pending(PublishTag) for run in runs)
 
     def _print_plan(self, plan: RepositoryPlan) -> None:
         """A plan as ``--dry-run`` shows it: a line per write; a blob shared by repositories once."""

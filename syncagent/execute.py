@@ -89,6 +89,10 @@ class RepositoryRun:
         self._advancing = False
         self.done: Future = Future()
 
+    def pending(self, kind: type) -> int:
+        """Steps of ``kind`` that have not ended yet."""
+        return sum(1 for step, outcome in zip(self.steps, self.outcomes) if outcome is None and isinstance(step, kind))
+
     def start(self) -> Future:
         if not self.steps:
             self.done.set_result(None)

@@ -25,6 +25,17 @@ syncagent_replication_lag_seconds                         histogram  event time 
 syncagent_last_reconcile_timestamp_seconds                gauge      end of the last complete reconcile (epoch)
 syncagent_last_reconcile_duration_seconds                 gauge
 syncagent_last_reconcile_problems                         gauge      passes with problems in that reconcile
+syncagent_blobs_awaiting                                  gauge      blobs awaited from the storage's replication
+                                                                     (blobs = external)
+syncagent_blob_wait_oldest_seconds                        gauge      age of the oldest wait, counted from the first
+                                                                     pass that awaited the blob
+syncagent_blob_wait_seconds                               histogram  awaited -> arrived on the destination
+syncagent_blobs_copied_after_wait_total                   counter    blobs copied after copy_after
+syncagent_tags_held_back                                  gauge      tags of passes in progress not published yet
+syncagent_replication_too_wide                            gauge      1 while the destination holds the canary
+syncagent_deletes_pending                                 gauge      repositories with a delete notification not
+                                                                     carried out yet (watch --delete)
+syncagent_delete_lag_seconds                              histogram  delete event -> deletes done on the destination
 ========================================================  =========  ==========================================
 """
 
@@ -33,6 +44,7 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+WAIT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 PASS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -80,6 +92,29 @@ class Metrics:
             "syncagent_last_reconcile_problems", "Repositories whose pass had problems in the last reconcile.", registry=r
         )
 
+        self.blobs_awaiting = Gauge("syncagent_blobs_awaiting", "Blobs awaited from the storage's replication.", registry=r)
+        self.blob_wait_oldest = Gauge(
+            "syncagent_blob_wait_oldest_seconds", "Age of the oldest wait for a replicated blob.", registry=r
+        )
+        self.blob_wait = Histogram(
+            "syncagent_blob_wait_seconds", "From a blob being awaited to its arrival on the destination.",
+            buckets=WAIT_BUCKETS, registry=r,
+        )
+        self.blobs_copied_after_wait = Counter(
+            "syncagent_blobs_copied_after_wait", "Blobs copied by the agent after copy_after.", registry=r
+        )
+        self.tags_held_back = Gauge("syncagent_tags_held_back", "Tags of passes in progress not published yet.", registry=r)
+        self.replication_too_wide = Gauge(
+            "syncagent_replication_too_wide", "1 while the destination holds the canary placed at the source.", registry=r
+        )
+        self.deletes_pending = Gauge(
+            "syncagent_deletes_pending", "Repositories with a delete notification not carried out yet.", registry=r
+        )
+        self.delete_lag = Histogram(
+            "syncagent_delete_lag_seconds", "From a delete event to the deletes done on the destination.",
+            buckets=LAG_BUCKETS, registry=r,
+        )
+
     def count_engine_event(self, name: str, amount: int) -> None:
         """The engine's ``count`` events that the sidecar exports."""
         if name == "tags_published":
@@ -90,6 +125,8 @@ class Metrics:
             self.blobs_copied.inc(amount)
         elif name == "bytes_copied":
             self.bytes_copied.inc(amount)
+        elif name == "blobs_copied_after_wait":
+            self.blobs_copied_after_wait.inc(amount)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -117,6 +117,7 @@ class BlobWaiter:
             self._waits[step.digest] = wait
             heapq.heappush(self._due, (now, next(self._order), step.digest))
             self._cond.notify()
+        self.observer("waiting", {"digest": str(step.digest)})
         return wait.future
 
     def hold_tags(self, count: int) -> None:

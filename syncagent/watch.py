@@ -44,6 +44,7 @@ from .notification_auth import Authenticator
 from .pass_records import EVERYTHING, PassRecords, UnfinishedPass, delete_records, load_records
 from .policy import DEFERRED, DeleteAllowance, DeletePolicy
 from .replica import mark_if_fresh
+from .replication import place_canary, replication_too_wide
 from .report import Problem, Report
 from .transfer import Cancelled
 from .watch_config import ConfigError, WatchConfig
@@ -63,6 +64,38 @@ class _Probe:
     ok: bool = False
     detail: str = "not probed yet"
     checked: float = 0.0
+
+
+class WaitBook:
+    """The blobs passes are waiting for (blobs = external), each since the first pass that awaited it:
+    a blob given up on by one pass and awaited again by its retry keeps its age, so the oldest wait
+    can pass the deadline (``/healthz`` then says so). Entries no pass mentioned for ``horizon``
+    seconds are forgotten (their tag went away). Thread-safe."""
+
+    def __init__(self, *, horizon: float, clock=time.monotonic) -> None:
+        self.horizon = horizon
+        self._clock = clock
+        self._since: dict[str, tuple[float, float]] = {}  # digest -> (first awaited, last mentioned)
+        self._lock = threading.Lock()
+
+    def note(self, event: str, data: dict) -> None:
+        digest, now = data.get("digest"), self._clock()
+        if not digest:
+            return
+        with self._lock:
+            if event in ("waiting", "gave-up"):
+                first = self._since.get(digest, (now, now))[0]
+                self._since[digest] = (first, now)
+            elif event in ("arrived", "copy-after-wait"):
+                self._since.pop(digest, None)
+
+    def status(self) -> tuple[int, float]:
+        """Blobs awaited, and the age in seconds of the oldest wait (0 when none)."""
+        now = self._clock()
+        with self._lock:
+            self._since = {d: t for d, t in self._since.items() if now - t[1] <= self.horizon}
+            oldest = max((now - first for first, _ in self._since.values()), default=0.0)
+            return len(self._since), oldest
 
 
 @dataclass(frozen=True)
@@ -117,7 +150,8 @@ class WatchService:
         self.config = config
         self.metrics = Metrics()
         self.options = SyncOptions(
-            jobs=config.jobs, repositories=config.repositories, delete=config.delete, max_delete_share=config.max_delete
+            jobs=config.jobs, repositories=config.repositories, delete=config.delete, max_delete_share=config.max_delete,
+            blobs=config.blobs, copy_after=config.copy_after, external_timeout=config.external_timeout,
         )
         try:
             self.checker = checker_from_settings(config)
@@ -135,6 +169,11 @@ class WatchService:
         )
         self.metrics.queue_depth.set_function(self.queue.depth)
         self.metrics.passes_in_progress.set_function(self.queue.running)
+        self.metrics.deletes_pending.set_function(self.queue.deletes_pending)
+        self.waits = WaitBook(horizon=2 * config.reconcile_interval + config.retry_cap + config.external_timeout)
+        self.metrics.blobs_awaiting.set_function(lambda: self.waits.status()[0])
+        self.metrics.blob_wait_oldest.set_function(lambda: self.waits.status()[1])
+        self.metrics.tags_held_back.set_function(self._tags_held_back)
         self.stopping = threading.Event()
         self.abandoning = threading.Event()
         self.stopped = threading.Event()
@@ -148,6 +187,7 @@ class WatchService:
         self._deferred_deletes: set[str] = set()  # deletes the allowance could not judge yet
         self._granted: set[str] = set()  # repositories gone from the source whose deletes were granted together
         self._deletes_lock = threading.Lock()
+        self._too_wide = False
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
         self._reconcile_thread: threading.Thread | None = None
@@ -164,6 +204,10 @@ class WatchService:
 
     def start(self) -> "WatchService":
         self._mark_fresh_destination()
+        if self.config.blobs == "external":
+            why_not = place_canary(self.source)
+            if why_not is not None:
+                log.warning("%s", why_not)
         restored = self.queue.restore()
         if restored:
             log.info("resuming %d repositories pending in the journal", restored, extra={"pending": restored})
@@ -313,6 +357,10 @@ class WatchService:
             elif event == "problem":
                 problem: Problem = data["problem"]
                 self.metrics.errors.labels(problem.kind).inc()
+            elif event.startswith("wait-"):
+                self.waits.note(event[len("wait-"):], data)
+                if event == "wait-arrived":
+                    self.metrics.blob_wait.observe(data["seconds"])
 
         report.subscribe(on_event)
         if self.checker is not None:
@@ -324,8 +372,12 @@ class WatchService:
         started_wall, started = time.time(), time.monotonic()
         result, detail = "ok", None
         try:
+            deletes_first = self.config.delete and ticket.delete_event is not None
+            if deletes_first:  # a delete on the primary: its blobs may go soon (GC), so its tags go first
+                self._delete_in(engine, repository)
+                self.metrics.delete_lag.observe(max(0.0, time.time() - ticket.delete_event))
             engine.sync_repository(repository, unfinished=self._unfinished_passes())
-            if self.config.delete and not engine.cancelled.is_set():
+            if self.config.delete and not deletes_first and not engine.cancelled.is_set():
                 self._delete_in(engine, repository)
         except Cancelled:
             result = "cancelled"
@@ -613,6 +665,8 @@ class WatchService:
         while True:
             self._probe("source", self.source, missing_ok=False)
             self._probe("destination", self.dest, missing_ok=self.dest.capabilities.empty_prefixes)
+            if self.config.blobs == "external":
+                self._check_replication_scope()
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_EVERY
                 try:
@@ -621,6 +675,25 @@ class WatchService:
                     log.error("cannot prune the journal: %s", exc)
             if self.stopping.wait(self.config.health_interval):
                 return
+
+    def _check_replication_scope(self) -> None:
+        """The canary on the destination means a replication rule wider than blobs/ (replication.py)."""
+        try:
+            problem = replication_too_wide(self.dest)
+        except BackendError as exc:
+            log.debug("cannot look for the replication canary: %s", exc)
+            return
+        too_wide = problem is not None
+        if too_wide and not self._too_wide:
+            self.metrics.errors.labels(problem.kind).inc()
+            log.error("%s", problem.reason)
+        self._too_wide = too_wide
+        self.metrics.replication_too_wide.set(1 if too_wide else 0)
+
+    def _tags_held_back(self) -> int:
+        with self._engines_lock:
+            engines = list(self._engines.values())
+        return sum(engine.tags_pending() for engine in engines)
 
     def _probe(self, name: str, backend: Backend, *, missing_ok: bool) -> None:
         try:
@@ -653,6 +726,14 @@ class WatchService:
             "max_age_seconds": max_age,
         }
         ready = ready and reconcile_ok
+        if self.config.blobs == "external":
+            awaiting, oldest = self.waits.status()
+            replication_ok = oldest <= self.config.external_timeout and not self._too_wide
+            checks["replication"] = {
+                "ok": replication_ok, "blobs_awaiting": awaiting, "oldest_wait_seconds": round(oldest, 1),
+                "deadline_seconds": self.config.external_timeout, "rule_too_wide": self._too_wide,
+            }
+            ready = ready and replication_ok
         alive, liveness = self.liveness()
         return ready and alive, {
             "ready": ready and alive, "live": alive, "checks": checks, **liveness,

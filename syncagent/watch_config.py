@@ -164,6 +164,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_delete", parse_percentage, "one delete pass (a reconcile, with the deletes that follow notifications "
            "until the next) removes at most this share of the destination's tags and revisions (default 50 percent; "
            "docs/deletes-and-reports.md)", "PERCENT"),
+    Option("blobs", parse_choice("copy", "external"), "copy blob data (default), or 'external': the storage's own "
+           "replication brings it and the agent publishes each link once its blobs have arrived (docs/supplement.md)", "MODE"),
+    Option("external_timeout", parse_duration, "with blobs = external: how long a blob is awaited before its tags are "
+           "reported and the repository retried (default 15m)", "DURATION"),
+    Option("copy_after", parse_duration, "with blobs = external: copy a blob still missing after DURATION "
+           "(default: never)", "DURATION"),
     Option("check_registry", _text, "after publishing a tag, ask this registry URL whether it serves it whole", "URL"),
     Option("registry_token_issuer", _text, "for an auth: token registry: its token issuer", "ISS"),
     Option("registry_token_service", _text, "... its token service (the audience)", "SVC"),
@@ -206,6 +212,9 @@ class WatchConfig:
     repositories: tuple[str, ...] = ()
     delete: bool = False
     max_delete: float = 0.5
+    blobs: str = "copy"
+    external_timeout: float = 900.0
+    copy_after: float | None = None
     check_registry: str | None = None
     registry_token_issuer: str | None = None
     registry_token_service: str | None = None
@@ -274,6 +283,8 @@ class WatchConfig:
         settings = self.auth_settings()
         if settings.jwt_enabled and not (settings.jwt_issuer and settings.jwt_audience):
             raise ConfigError("JWT verification needs jwt_issuer and jwt_audience")
+        if self.copy_after is not None and self.blobs != "external":
+            raise ConfigError("copy_after needs blobs = external")
         if not self.notifications and not self.fs_events_enabled() and self.reconcile_interval <= 0:
             raise ConfigError("every event source is off: enable notifications, fs_events or a reconcile_interval")
         return self

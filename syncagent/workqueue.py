@@ -66,6 +66,7 @@ class Ticket:
     waiters: list[RoundCallback]
     started: float = field(default_factory=time.time)
     expected: dict[str, str] = field(default_factory=dict)
+    delete_event: float | None = None  # the earliest delete notification this pass answers (wall clock)
 
     def event_time_of(self, tag: str) -> float | None:
         """When the change that this tag's publication answers happened (wall clock), if known."""
@@ -88,6 +89,8 @@ class _Item:
     waiters: list[RoundCallback] = field(default_factory=list)
     running: bool = False
     dirty: bool = False
+    delete_event: float | None = None
+    running_delete: bool = False  # the running pass answers a delete notification
 
 
 class RepositoryQueue:
@@ -165,6 +168,8 @@ class RepositoryQueue:
                 if change.source not in item.triggers:
                     item.triggers.append(change.source)
                 item.first_event = change.event_time if item.first_event is None else min(item.first_event, change.event_time)
+                if change.action == "delete":
+                    item.delete_event = min(change.event_time, item.delete_event or change.event_time)
                 if change.tag is not None:
                     item.tag_times.setdefault(change.tag, change.event_time)
                     if change.action == "push" and change.digest is not None:
@@ -233,8 +238,10 @@ class RepositoryQueue:
             waiters=list(item.waiters),
             started=self._wall(),
             expected=dict(item.expected),
+            delete_event=item.delete_event,
         )
         item.running = True
+        item.running_delete = item.delete_event is not None
         item.dirty = False
         item.urgent = False
         item.triggers = []
@@ -242,6 +249,7 @@ class RepositoryQueue:
         item.tag_times = {}
         item.expected = {}
         item.expected_times = {}
+        item.delete_event = None
         item.waiters = []
         item.deadline = math.inf
         self.passes_started += 1
@@ -267,6 +275,7 @@ class RepositoryQueue:
                     )
             finally:
                 item.running = False
+                item.running_delete = False
                 if give_up:
                     log.warning(
                         "giving up on %s after %d failed passes; the next reconcile will try again",
@@ -305,6 +314,8 @@ class RepositoryQueue:
             item.tag_times[tag] = min(when, item.tag_times.get(tag, when))
         for tag, digest in ticket.expected.items():
             item.expected.setdefault(tag, digest)
+        if ticket.delete_event is not None:
+            item.delete_event = min(ticket.delete_event, item.delete_event or ticket.delete_event)
 
     # --- observing and stopping ------------------------------------------
 
@@ -316,6 +327,11 @@ class RepositoryQueue:
     def running(self) -> int:
         with self._cond:
             return sum(1 for item in self._items.values() if item.running)
+
+    def deletes_pending(self) -> int:
+        """Repositories with a delete notification that no finished pass has answered yet."""
+        with self._cond:
+            return sum(1 for item in self._items.values() if item.delete_event is not None or item.running_delete)
 
     def background_backlog(self) -> int:
         with self._cond:
