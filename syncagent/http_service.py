@@ -41,6 +41,9 @@ from .notifications import ACCEPTED_CONTENT_TYPES, MalformedEnvelope, parse_enve
 log = logging.getLogger("syncagent.http")
 
 REQUEST_TIMEOUT = 15.0
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues before the server accepts them (socketserver's default is 5:
+a burst of a few hundred connections would see resets). The kernel caps it at net.core.somaxconn."""
 DRAIN_LIMIT = 8 * 1024 * 1024
 DRAIN_TIMEOUT = 2.0
 
@@ -62,6 +65,7 @@ class EndpointContext:
 class ServiceHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], context: EndpointContext) -> None:
         self.context = context
