@@ -95,24 +95,30 @@ def test_messages_do_not_echo_the_content():
         assert "secret" not in str(caught.value)
 
 
-def test_a_small_thread_stack_survives_a_deep_document():
-    """The bound holds before json.loads recurses, so even a 256 KiB thread stack is enough."""
-    outcome: list = []
-
-    def parse() -> None:
-        try:
-            parse_manifest(deep_manifest())
-        except MalformedManifest as exc:
-            outcome.append(str(exc))
-
-    previous = threading.stack_size(256 * 1024)
+SMALL_STACK_PROGRAM = """
+import sys, threading
+from syncagent.manifest import MalformedManifest, parse_manifest
+deep = sys.stdin.buffer.read()
+def parse():
     try:
-        thread = threading.Thread(target=parse)
-        thread.start()
-    finally:
-        threading.stack_size(previous)
-    thread.join()
-    assert outcome == [f"arrays and objects nested deeper than {MAX_DEPTH} levels"]
+        parse_manifest(deep)
+    except MalformedManifest as exc:
+        print(exc)
+threading.stack_size(128 * 1024)
+thread = threading.Thread(target=parse)
+thread.start()
+thread.join()
+"""
+
+
+def test_a_thread_with_a_small_stack_survives_a_deep_document():
+    """On a 128 KiB thread stack, json.loads of this manifest kills the process (SIGSEGV) before
+    it can raise RecursionError; the bound holds before json.loads recurses. In a child process,
+    so that a crash fails this test alone."""
+    child = subprocess.run([sys.executable, "-c", SMALL_STACK_PROGRAM], cwd=ROOT, input=deep_manifest(),
+                           capture_output=True, timeout=60)
+    assert child.returncode == 0, child.stderr.decode()[-500:]
+    assert child.stdout.decode() == f"arrays and objects nested deeper than {MAX_DEPTH} levels\n"
 
 
 # --------------------------------------------------------------------------- every parser of outside JSON
