@@ -8,7 +8,8 @@ where lists belong, huge numbers, duplicate keys, ``NaN``/``Infinity`` tokens,
 bytes that are not UTF-8, byte order marks and other encodings.
 
 Runs are short by default (profile ``quick``: 300 examples a test, no example
-database, so nothing is written into the work tree). For a long run::
+database; hypothesis still caches constants in ``.hypothesis/``, which git
+ignores by the ``.gitignore`` hypothesis puts in it). For a long run::
 
     HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest -p no:cacheprovider tests/unit/test_manifest_properties.py
 
