@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import threading
 
 from backends import BackendUnavailable, ConfigurationError, open_backend
 
@@ -139,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             from .watch_cli import run_watch
 
             return run_watch(args)
-        if args.command == "sync":
-            return _sync(args)
-        return _verify(args)
+        status = _sync(args) if args.command == "sync" else _verify(args)
+        sys.stdout.flush()  # here, not at exit, where a reader that left would cost a traceback
+        return status
     except (ConfigurationError, BackendUnavailable) as exc:
         print(f"syncagent: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -149,8 +150,40 @@ def main(argv: list[str] | None = None) -> int:
         print("syncagent: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the reader left (| head): no traceback
-        return EXIT_BROKEN_PIPE
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of stdout left (``| head``): exit 141, as a shell reports SIGPIPE, and send what
+    is still buffered to /dev/null, so that flushing it at exit raises nothing."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
+class _PlanPrinter:
+    """Prints a dry run's plan lines on stdout as the engine's worker threads announce them.
+
+    When the reader of stdout goes away (``| head``), the first write that meets
+    the broken pipe cancels the engine: the run stops cleanly, and no worker
+    meets the broken pipe (each would report an internal error).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.reader_gone = False
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, data: dict) -> None:
+        if event != "plan":
+            return
+        with self._lock:
+            if self.reader_gone:
+                return
+            try:
+                sys.stdout.write(data["line"] + "\n")
+            except BrokenPipeError:
+                self.reader_gone = True
+                self.engine.cancel()
 
 
 def _sync(args) -> int:
@@ -176,8 +209,10 @@ def _sync(args) -> int:
         check_published_tags(report, checker)
     engine = Engine(source, dest, options, report)
     show_progress = not args.json and sys.stderr.isatty()
+    printer = None
     if args.dry_run and not args.json:
-        report.subscribe(lambda event, data: event == "plan" and print(data["line"]))
+        printer = _PlanPrinter(engine)
+        report.subscribe(printer)
     try:
         if show_progress:
             from rich.console import Console
@@ -191,6 +226,8 @@ def _sync(args) -> int:
     finally:
         source.close()
         dest.close()
+    if printer is not None and printer.reader_gone:
+        return _reader_gone()
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

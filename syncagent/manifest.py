@@ -11,10 +11,10 @@ index child or a subject) must be present and revision-linked. Foreign layers
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Literal
 
+from .jsonsafe import MalformedJSON, loads_bounded
 from .layout import Digest, InvalidPath
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -65,9 +65,9 @@ def parse_manifest(data: bytes) -> Manifest:
     if len(data) > MAX_MANIFEST_BYTES:
         raise MalformedManifest(f"manifest of {len(data)} bytes exceeds {MAX_MANIFEST_BYTES}")
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedManifest(f"not valid JSON: {exc}") from None
+        doc = loads_bounded(data)
+    except MalformedJSON as exc:
+        raise MalformedManifest(str(exc)) from None
     if not isinstance(doc, dict):
         raise MalformedManifest("not a JSON object")
     media_type = doc.get("mediaType") or ""

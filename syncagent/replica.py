@@ -16,6 +16,7 @@ import time
 from backends import Backend, NotFound
 
 from .discovery import iter_repositories
+from .jsonsafe import MalformedJSON, loads_bounded
 
 MARKER_KEY = ".syncagent/replica.json"
 
@@ -28,8 +29,8 @@ def read_marker(backend: Backend) -> dict | None:
     except NotFound:
         return None
     try:
-        marker = json.loads(data)
-    except ValueError:
+        marker = loads_bounded(data)
+    except MalformedJSON:
         return None
     return marker if isinstance(marker, dict) else None
 
