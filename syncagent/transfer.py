@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from backends import Backend, BackendError, NotFound, TransientError
+from backends import Backend, BackendError, NotFound, SymlinkRefused, TransientError
 
 from .layout import BlobData, Digest, DigestSet, key_of
 from .report import Problem, Report
@@ -159,7 +159,8 @@ class BlobCopier:
                 failure, kind = exc, "write-failed"
             except SourceReadError as exc:
                 if not isinstance(exc.cause, TransientError):
-                    return self._failed(digest, key, "read-failed", f"reading the source failed: {exc.cause}")
+                    kind = "symlink-refused" if isinstance(exc.cause, SymlinkRefused) else "read-failed"
+                    return self._failed(digest, key, kind, f"reading the source failed: {exc.cause}")
                 failure, kind = exc.cause, "read-failed"
             if delay is None or self.cancelled.is_set():
                 return self._failed(digest, key, kind, f"gave up after {attempt + 1} attempts: {failure}")
