@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from .layout import Digest, InvalidPath
+from .layout import Digest, InvalidPath, describe_content
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
@@ -67,7 +67,7 @@ def parse_manifest(data: bytes) -> Manifest:
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedManifest(f"not valid JSON: {exc}") from None
+        raise MalformedManifest(f"not valid JSON: {exc if isinstance(exc, json.JSONDecodeError) else 'not UTF-8 text'}") from None
     if not isinstance(doc, dict):
         raise MalformedManifest("not a JSON object")
     media_type = doc.get("mediaType") or ""
@@ -94,7 +94,7 @@ def parse_manifest(data: bytes) -> Manifest:
         for blob in _list(doc, "blobs", required=False):
             refs.append(_reference(blob, "blob"))
     else:
-        raise MalformedManifest(f"unknown manifest format (mediaType {media_type[:100]!r})")
+        raise MalformedManifest(f"unknown manifest format (a mediaType of {describe_content(media_type)})")
     subject = doc.get("subject")
     if subject is not None:
         if not isinstance(subject, dict):
