@@ -12,10 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from backends import Backend, Entry, NotFound, ObjectInfo, SymlinkRefused
+from backends import Backend, ConfigurationError, Entry, NotFound, ObjectInfo, SymlinkRefused
 
 from .layout import (
     REPOSITORIES_PREFIX,
+    ROOT,
+    ROOT_NAME,
+    ROOT_PARENT,
     Digest,
     InvalidPath,
     RevisionLink,
@@ -39,6 +42,34 @@ OnProblem = Callable[[Problem], None]
 
 def _ignore(problem: Problem) -> None:
     pass
+
+
+class NotARegistry(ConfigurationError):
+    """The backend holds no registry tree: a path or prefix that is not a registry's root directory."""
+
+
+def require_registry(backend: Backend) -> None:
+    """Raise NotARegistry unless ``backend`` holds ``docker/registry/v2``.
+
+    On a filesystem that is the directory (an empty registry has it); on
+    stores without empty prefixes (S3, RADOS) at least one object below it.
+    So a path or prefix mistyped into a parent directory, or one that does not
+    exist, is an error, not a healthy empty replica. A fresh destination is
+    not asked this: it is legitimately empty.
+    """
+    found = False
+    try:
+        for entry in backend.iter_children(ROOT_PARENT + "/"):
+            found = found or (entry.is_prefix and entry.name == ROOT_NAME)
+    except NotFound as exc:
+        raise NotARegistry(f"{backend.url} does not exist") from exc
+    except SymlinkRefused as exc:
+        if not found:
+            raise NotARegistry(f"no {ROOT} in {backend.url}: {exc}") from exc
+    if not found:
+        raise NotARegistry(
+            f"no {ROOT} in {backend.url}: not a registry's storage root (give the directory or prefix holding docker/)"
+        )
 
 
 class UnreadableLink(Exception):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Union
 
 ROOT = "docker/registry/v2"
+ROOT_PARENT, _, ROOT_NAME = ROOT.rpartition("/")
 BLOBS_PREFIX = f"{ROOT}/blobs/"
 REPOSITORIES_PREFIX = f"{ROOT}/repositories/"
 

@@ -29,6 +29,7 @@ from backends import Backend, BackendError, NotFound, SymlinkRefused
 
 from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
 from .discovery import OnProblem, UnreadableLink, iter_repositories, objects_under, read_link, read_repository
+from .discovery import require_registry as require_registry_tree
 from .layout import (
     BLOBS_PREFIX,
     REPOSITORIES_PREFIX,
@@ -55,13 +56,18 @@ def verify_backend(
     deep: bool = False,
     hygiene: bool = True,
     jobs: int = 8,
+    require_registry: bool = False,
 ) -> Report:
     """Check every repository (or those ``repositories`` selects) on ``target``.
 
     ``hygiene`` also scans every object for damaged layer links and leftovers
     (unlinked blobs are only judged when no repository is filtered out).
     ``deep`` re-hashes all blob data, ``jobs`` blobs at a time.
+    ``require_registry``: raise NotARegistry (a ConfigurationError) when
+    ``target`` holds no registry tree at all, rather than finding it whole.
     """
+    if require_registry:
+        require_registry_tree(target)
     report = report or Report()
     blobs: dict[Digest, tuple[str, int]] = {}
     linked: set[Digest] = set()
