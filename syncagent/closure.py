@@ -119,7 +119,7 @@ def missing_from(
             return True
         try:
             backend.stat(key_of(BlobData(digest)))
-        except NotFound:
+        except (NotFound, SymlinkRefused):  # a link is not the blob (a copy replaces it, or is refused)
             return False
         if present_blobs is not None:
             present_blobs.add(digest)
@@ -130,7 +130,7 @@ def missing_from(
             return True
         try:
             holds = read_link(backend, key, attempts=1) == digest
-        except (NotFound, UnreadableLink):
+        except (NotFound, UnreadableLink, SymlinkRefused):
             return False
         if holds and confirmed_links is not None:
             confirmed_links[key] = digest

@@ -178,7 +178,7 @@ class BlobCopier:
             raise SourceReadError(exc) from exc
         try:
             present = self.dest_has_blobs and self.dest.stat(key).size == size and digest not in self.recopy
-        except NotFound:
+        except (NotFound, SymlinkRefused):  # a link at the key is replaced by the put; one on the way refuses it
             present = False
         except TransientError:
             raise

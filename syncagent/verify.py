@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Callable
 
-from backends import Backend, BackendError, NotFound, SymlinkRefused
+from backends import Backend, BackendError, NotFound
 
 from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
 from .discovery import OnProblem, UnreadableLink, iter_repositories, objects_under, read_link, read_repository
@@ -139,10 +139,7 @@ def _verify_repository(
             except ClosureError as exc:
                 verdicts[root] = [f"{exc.digest}: {exc.reason}"]
             else:
-                try:
-                    verdicts[root] = missing_from(target, repository, closure, present_blobs=present, confirmed_links=confirmed_links)
-                except SymlinkRefused as exc:
-                    verdicts[root] = [str(exc)]
+                verdicts[root] = missing_from(target, repository, closure, present_blobs=present, confirmed_links=confirmed_links)
         return verdicts[root]
 
     for digest in sorted(state.revisions):

@@ -127,3 +127,49 @@ def test_a_destination_with_a_symlinked_repository_is_never_written_through(tmp_
     assert summary["tags_published"] == 2  # app1's tags
     verify = syncagent("verify", str(dest), "--json")
     assert refused(json.loads(verify.stdout)["problems"]) == [REPOSITORIES_PREFIX + "app0"]
+
+
+def test_verify_against_a_destination_with_a_symlinked_history_link_reports_and_repairs_it(tmp_path):
+    source, dest, outside = tmp_path / "source", tmp_path / "dest", tmp_path / "outside"
+    tree = write_tree(FilesystemBackend(source), TreeShape(repositories=1, tags_per_repository=1, layer_bytes=(10, 100)))
+    assert syncagent("sync", str(source), str(dest)).returncode == 0
+    (repository, tags), = tree.tags.items()
+    (tag, digest), = tags.items()
+    from syncagent.layout import Digest, TagIndexLink
+
+    history = dest / key_of(TagIndexLink(repository, tag, Digest.parse(digest)))
+    outside.write_text(digest)
+    history.unlink()
+    history.symlink_to(outside)
+    result = syncagent("verify", str(source), "--against", str(dest), "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["comparison"]["repositories"][repository]["missing_history"] == [tag]
+    assert refused(report["destination"]["problems"]) == [str(history.relative_to(dest))]
+    repaired = syncagent("verify", str(source), "--against", str(dest), "--repair", "--json")
+    assert repaired.returncode == 0, repaired.stdout
+    assert not history.is_symlink() and history.read_text() == digest and outside.read_text() == digest
+
+
+def test_links_planted_at_a_destinations_keys_are_replaced_by_the_next_sync(tmp_path):
+    """A link *at* a key the sync writes is replaced (the rename never follows it); nothing it points to changes."""
+    source, dest, outside = tmp_path / "source", tmp_path / "dest", tmp_path / "outside"
+    tree = write_tree(FilesystemBackend(source), TreeShape(repositories=1, tags_per_repository=1, layer_bytes=(10, 100)))
+    assert syncagent("sync", str(source), str(dest)).returncode == 0
+    outside.mkdir()
+    planted = []
+    for key in sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file() and "/.syncagent" not in f"/{p.relative_to(dest)}"):
+        if key.endswith("/link") or key.endswith("/data"):
+            target = outside / f"{len(planted)}"
+            target.write_bytes(b"outside, untouched")
+            (dest / key).unlink()
+            (dest / key).symlink_to(target)
+            planted.append(key)
+    assert len(planted) > 5
+    verify = syncagent("verify", str(dest), "--json")
+    assert verify.returncode == 1 and set(refused(json.loads(verify.stdout)["problems"])) == set(planted)
+    result = syncagent("sync", str(source), str(dest), "--json")
+    assert result.returncode == 0, result.stdout
+    assert not any((dest / key).is_symlink() for key in planted)
+    assert all(p.read_bytes() == b"outside, untouched" for p in outside.iterdir())
+    assert syncagent("verify", str(source), "--against", str(dest)).returncode == 0
