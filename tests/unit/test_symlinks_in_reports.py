@@ -173,3 +173,20 @@ def test_links_planted_at_a_destinations_keys_are_replaced_by_the_next_sync(tmp_
     assert not any((dest / key).is_symlink() for key in planted)
     assert all(p.read_bytes() == b"outside, untouched" for p in outside.iterdir())
     assert syncagent("verify", str(source), "--against", str(dest)).returncode == 0
+
+
+def test_no_blob_is_pruned_while_a_symlink_hides_what_the_destination_links(tmp_path):
+    source, dest, elsewhere = tmp_path / "source", tmp_path / "dest", tmp_path / "elsewhere"
+    tree = write_tree(FilesystemBackend(source), TreeShape(repositories=2, tags_per_repository=1, layer_bytes=(10, 100)))
+    assert syncagent("sync", str(source), str(dest)).returncode == 0
+    # A repository moved out of the tree and linked back: a registry still serves it from dest's blobs.
+    moved = dest / REPOSITORIES_PREFIX / tree.repositories[-1]
+    moved.rename(elsewhere)
+    moved.symlink_to(elsewhere)
+    blobs_before = sorted(p.name for p in (dest / "docker/registry/v2/blobs").rglob("data"))
+    result = syncagent("sync", str(source), str(dest), "--delete", "--prune-blobs", "--force", "--json")
+    summary = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert any(p["kind"] == "delete-skipped" and "no blob pruned" in p["reason"] for p in summary["problems"])
+    assert summary["blobs_deleted"] == 0
+    assert sorted(p.name for p in (dest / "docker/registry/v2/blobs").rglob("data")) == blobs_before
