@@ -21,8 +21,10 @@ import errno
 import functools
 import os
 import stat
+import sys
 
-_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "ppc64le": 437, "s390x": 437, "riscv64": 437}.get(os.uname().machine)
+_OPENAT2_MACHINES = {"x86_64", "i686", "aarch64", "armv7l", "ppc64le", "s390x", "riscv64"}  # where it is call 437
+_SYS_OPENAT2 = 437 if sys.platform == "linux" and os.uname().machine in _OPENAT2_MACHINES else None
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_NO_SYMLINKS = 0x04
 _AT_FDCWD = -100
