@@ -13,6 +13,7 @@ from .errors import (
     InvalidKey,
     NotFound,
     PermissionDenied,
+    SymlinkRefused,
     TransientError,
 )
 from .opening import ENTRY_POINT_GROUP, backend_class, open_backend
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidKey",
     "NotFound",
     "PermissionDenied",
+    "SymlinkRefused",
     "TransientError",
     "ENTRY_POINT_GROUP",
     "backend_class",

@@ -187,7 +187,10 @@ class _PlanPrinter:
 
 
 def _sync(args) -> int:
+    from .discovery import require_registry
+
     source = open_backend(args.source)
+    require_registry(source)
     dest = open_backend(args.dest)
     if args.prune_blobs and not args.delete:
         print("syncagent: --prune-blobs needs --delete", file=sys.stderr)
@@ -247,7 +250,7 @@ def _verify(args) -> int:
     dest = open_backend(args.against) if args.against else None
     try:
         if dest is None:
-            report = verify_backend(target, repositories=select, deep=args.deep, jobs=args.jobs)
+            report = verify_backend(target, repositories=select, deep=args.deep, jobs=args.jobs, require_registry=True)
             if checker is not None:
                 from .registry_check import check_backend_tags
 
@@ -263,7 +266,10 @@ def _verify(args) -> int:
 
 def _verify_against(args, source, dest, select, checker=None) -> int:
     from .compare import compare
+    from .discovery import require_registry
     from .verify import verify_backend
+
+    require_registry(source)
 
     def check_dest() -> Report:
         report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backends import Backend, BackendError, NotFound
+from backends import Backend, BackendError, NotFound, SymlinkRefused
 
 from .discovery import UnreadableLink, read_link, read_small
 from .layout import BlobData, Digest, LayerLink, RevisionLink, key_of
@@ -52,12 +52,14 @@ LoadManifest = Callable[[Digest], Manifest]
 def read_manifest(backend: Backend, digest: Digest) -> tuple[bytes, Manifest]:
     """A stored manifest's bytes, checked against its digest, and its parsed references.
 
-    Raises ClosureError (missing-blob, read-failed, digest-mismatch, malformed-manifest).
+    Raises ClosureError (missing-blob, read-failed, symlink-refused, digest-mismatch, malformed-manifest).
     """
     try:
         data = read_small(backend, key_of(BlobData(digest)), MAX_MANIFEST_BYTES)
     except NotFound:
         raise ClosureError("missing-blob", digest, "manifest blob missing") from None
+    except SymlinkRefused as exc:
+        raise ClosureError("symlink-refused", digest, str(exc)) from exc
     except BackendError as exc:
         raise ClosureError("read-failed", digest, f"cannot read the manifest: {exc}") from exc
     hasher = digest.hasher()
@@ -117,7 +119,7 @@ def missing_from(
             return True
         try:
             backend.stat(key_of(BlobData(digest)))
-        except NotFound:
+        except (NotFound, SymlinkRefused):  # a link is not the blob (a copy replaces it, or is refused)
             return False
         if present_blobs is not None:
             present_blobs.add(digest)
@@ -128,7 +130,7 @@ def missing_from(
             return True
         try:
             holds = read_link(backend, key, attempts=1) == digest
-        except (NotFound, UnreadableLink):
+        except (NotFound, UnreadableLink, SymlinkRefused):
             return False
         if holds and confirmed_links is not None:
             confirmed_links[key] = digest

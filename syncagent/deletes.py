@@ -179,20 +179,39 @@ class DeleteRunner:
             self.report.add_problem(Problem("delete-failed", str(exc), repository=plan.repository, key=exc.key))
 
     def prune_blobs(self) -> None:
-        """Delete blob data no destination repository links and the source lacks."""
+        """Delete blob data no destination repository links and the source lacks.
+
+        Nothing is pruned when what the repositories link cannot be known
+        whole: a listing or read fails, or a symbolic link hides part of them
+        (a registry would follow it; this agent does not).
+        """
         linked: set[Digest] = set()
-        for repository in iter_repositories(self.dest):
-            state = read_repository(self.dest, repository)
-            linked |= state.revisions
-            linked |= list_layer_links(self.dest, repository)
-        for info in self.dest.iter_objects(BLOBS_PREFIX):
-            try:
-                spec = parse_key(info.key)
-            except InvalidPath:
-                continue
-            if isinstance(spec, BlobData) and spec.digest not in linked:
-                if self._delete(info.key, "blobs_deleted"):
-                    self.report.count("bytes_deleted", info.size)
+        hidden: list[Problem] = []
+        try:
+            for repository in iter_repositories(self.dest, hidden.append):
+                state = read_repository(self.dest, repository, hidden.append)
+                linked |= state.revisions
+                linked |= list_layer_links(self.dest, repository)
+        except BackendError as exc:
+            self.report.add_problem(Problem("delete-skipped", f"no blob pruned: {exc}", key=exc.key))
+            return
+        links = [p.key for p in hidden if p.kind == "symlink-refused"]
+        if links:
+            self.report.add_problem(Problem(
+                "delete-skipped", f"no blob pruned: {len(links)} symbolic link(s) hide what the destination links", key=links[0],
+            ))
+            return
+        try:
+            for info in self.dest.iter_objects(BLOBS_PREFIX):
+                try:
+                    spec = parse_key(info.key)
+                except InvalidPath:
+                    continue
+                if isinstance(spec, BlobData) and spec.digest not in linked:
+                    if self._delete(info.key, "blobs_deleted"):
+                        self.report.count("bytes_deleted", info.size)
+        except BackendError as exc:
+            self.report.add_problem(Problem("delete-failed", f"pruning blobs stopped: {exc}", key=exc.key))
 
 
 def _exists(backend: Backend, key: str) -> bool:

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from backends import Backend, BackendError, NotFound, TransientError
+from backends import Backend, BackendError, NotFound, SymlinkRefused, TransientError
 
 from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
 from .deletes import DeleteRunner, plan_repository
@@ -554,8 +554,8 @@ class _RepositorySync:
                     self.confirmed_links[key] = digest
                     self.report.count("links_present")
                     return
-            except (NotFound, UnreadableLink):
-                pass
+            except (NotFound, UnreadableLink, SymlinkRefused):
+                pass  # a symbolic link at the key is replaced by the put; one on the way refuses it
         if self.engine.options.dry_run:
             self.report.plan(f"link {key} -> {digest}")
             self.report.count("links_written")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .jsonsafe import MalformedJSON, loads_bounded
-from .layout import Digest, InvalidPath
+from .layout import Digest, InvalidPath, describe_content
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
@@ -94,7 +94,7 @@ def parse_manifest(data: bytes) -> Manifest:
         for blob in _list(doc, "blobs", required=False):
             refs.append(_reference(blob, "blob"))
     else:
-        raise MalformedManifest(f"unknown manifest format (mediaType {media_type[:100]!r})")
+        raise MalformedManifest(f"unknown manifest format (a mediaType of {describe_content(media_type)})")
     subject = doc.get("subject")
     if subject is not None:
         if not isinstance(subject, dict):

@@ -16,7 +16,12 @@ class Problem:
     missing-manifest, digest-mismatch, malformed-manifest, read-failed,
     write-failed, verify-failed, revision-not-published, tag-not-published,
     delete-refused, delete-failed, delete-skipped, broken-tag, broken-revision,
-    pass-record-failed.
+    pass-record-failed, symlink-refused (a symbolic link in a filesystem tree,
+    never followed; ``key`` names it).
+
+    ``reason`` never quotes what a stored file holds: keys, names and digests
+    may be named, content that does not parse only by its length and hash
+    (``layout.describe_content``).
     """
 
     kind: str

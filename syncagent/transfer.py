@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from backends import Backend, BackendError, NotFound, TransientError
+from backends import Backend, BackendError, NotFound, SymlinkRefused, TransientError
 
 from .layout import BlobData, Digest, DigestSet, key_of
 from .report import Problem, Report
@@ -159,7 +159,8 @@ class BlobCopier:
                 failure, kind = exc, "write-failed"
             except SourceReadError as exc:
                 if not isinstance(exc.cause, TransientError):
-                    return self._failed(digest, key, "read-failed", f"reading the source failed: {exc.cause}")
+                    kind = "symlink-refused" if isinstance(exc.cause, SymlinkRefused) else "read-failed"
+                    return self._failed(digest, key, kind, f"reading the source failed: {exc.cause}")
                 failure, kind = exc.cause, "read-failed"
             if delay is None or self.cancelled.is_set():
                 return self._failed(digest, key, kind, f"gave up after {attempt + 1} attempts: {failure}")
@@ -177,7 +178,7 @@ class BlobCopier:
             raise SourceReadError(exc) from exc
         try:
             present = self.dest_has_blobs and self.dest.stat(key).size == size and digest not in self.recopy
-        except NotFound:
+        except (NotFound, SymlinkRefused):  # a link at the key is replaced by the put; one on the way refuses it
             present = False
         except TransientError:
             raise

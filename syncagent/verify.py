@@ -7,7 +7,8 @@ Problems (the invariant is broken, or data is damaged; exit status 1):
   not valid or does not match its digest);
 - ``invalid-link``: a link that is empty, does not parse, or holds a digest
   other than the one its path names (tags, revisions and ``_layers`` links);
-- ``digest-mismatch`` (with ``deep``): blob data that does not hash to its digest.
+- ``digest-mismatch`` (with ``deep``): blob data that does not hash to its digest;
+- ``symlink-refused``: a symbolic link in the tree (filesystem), reported once, never followed.
 
 Findings (nothing is broken; reported and counted):
 
@@ -21,12 +22,14 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Callable
 
 from backends import Backend, BackendError, NotFound
 
 from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
-from .discovery import UnreadableLink, iter_repositories, read_link, read_repository
+from .discovery import OnProblem, UnreadableLink, iter_repositories, objects_under, read_link, read_repository
+from .discovery import require_registry as require_registry_tree
 from .layout import (
     BLOBS_PREFIX,
     REPOSITORIES_PREFIX,
@@ -53,30 +56,36 @@ def verify_backend(
     deep: bool = False,
     hygiene: bool = True,
     jobs: int = 8,
+    require_registry: bool = False,
 ) -> Report:
     """Check every repository (or those ``repositories`` selects) on ``target``.
 
     ``hygiene`` also scans every object for damaged layer links and leftovers
     (unlinked blobs are only judged when no repository is filtered out).
     ``deep`` re-hashes all blob data, ``jobs`` blobs at a time.
+    ``require_registry``: raise NotARegistry (a ConfigurationError) when
+    ``target`` holds no registry tree at all, rather than finding it whole.
     """
+    if require_registry:
+        require_registry_tree(target)
     report = report or Report()
     blobs: dict[Digest, tuple[str, int]] = {}
     linked: set[Digest] = set()
     confirmed_links: dict[str, Digest] = {}
+    on_problem = _once_per_link(report)
     try:
         if hygiene or deep:
-            blobs = _list_blobs(target, report)
+            blobs = _list_blobs(target, report, on_problem)
         present = set(blobs)
-        for repository in iter_repositories(target, report.add_problem):
+        for repository in iter_repositories(target, on_problem):
             if repositories is not None and not repositories(repository):
                 continue
             try:
-                linked |= _verify_repository(target, repository, report, present, confirmed_links)
+                linked |= _verify_repository(target, repository, report, present, confirmed_links, on_problem)
             except BackendError as exc:
                 report.add_problem(Problem("read-failed", str(exc), repository=repository, key=exc.key))
         if hygiene:
-            linked |= _scan_repository_objects(target, report, repositories, confirmed_links)
+            linked |= _scan_repository_objects(target, report, repositories, confirmed_links, on_problem)
             _judge_blobs(target, report, blobs, linked if repositories is None else None, deep=deep, jobs=jobs)
         elif deep:
             _judge_blobs(target, report, blobs, None, deep=True, jobs=jobs)
@@ -87,11 +96,33 @@ def verify_backend(
     return report
 
 
+def _once_per_link(report: Report) -> OnProblem:
+    """``report.add_problem``, reporting each refused symbolic link once (listings and reads both meet it)."""
+    links: set[str | None] = set()
+
+    def add(problem: Problem) -> None:
+        if problem.kind == "symlink-refused":
+            if problem.key in links:
+                return
+            links.add(problem.key)
+            if problem.digest is None and problem.key is not None:
+                try:
+                    spec = parse_key(problem.key)
+                except InvalidPath:
+                    spec = None
+                if isinstance(spec, BlobData):
+                    problem = replace(problem, digest=str(spec.digest))
+        report.add_problem(problem)
+
+    return add
+
+
 def _verify_repository(
-    target: Backend, repository: str, report: Report, present: set[Digest], confirmed_links: dict[str, Digest]
+    target: Backend, repository: str, report: Report, present: set[Digest], confirmed_links: dict[str, Digest],
+    on_problem: OnProblem,
 ) -> set[Digest]:
     """Check tags and revisions; returns the digests the repository's revision links name."""
-    state = read_repository(target, repository, report.add_problem)
+    state = read_repository(target, repository, on_problem)
     report.count("repositories")
     cache: dict[Digest, Manifest] = {}
     verdicts: dict[Digest, list[str]] = {}
@@ -127,12 +158,12 @@ def _verify_repository(
 
 
 def _scan_repository_objects(
-    target: Backend, report: Report, repositories: Selector, confirmed_links: dict[str, Digest]
+    target: Backend, report: Report, repositories: Selector, confirmed_links: dict[str, Digest], on_problem: OnProblem
 ) -> set[Digest]:
     """One listing of every repository object: layer links checked (unless the closure checks
     already read them), leftovers reported."""
     linked: set[Digest] = set()
-    for info in target.iter_objects(REPOSITORIES_PREFIX):
+    for info in objects_under(target, REPOSITORIES_PREFIX, on_problem):
         try:
             spec = parse_key(info.key)
         except InvalidPath:
@@ -176,10 +207,10 @@ def _classify_stray(key: str, size: int, report: Report, repositories: Selector)
         report.add_finding(Problem("unknown-object", "not part of the registry layout", key=key))
 
 
-def _list_blobs(target: Backend, report: Report) -> dict[Digest, tuple[str, int]]:
+def _list_blobs(target: Backend, report: Report, on_problem: OnProblem) -> dict[Digest, tuple[str, int]]:
     """Every blob's key and size, from one listing (strays under blobs/ are reported)."""
     blobs: dict[Digest, tuple[str, int]] = {}
-    for info in target.iter_objects(BLOBS_PREFIX):
+    for info in objects_under(target, BLOBS_PREFIX, on_problem):
         try:
             spec = parse_key(info.key)
         except InvalidPath:
