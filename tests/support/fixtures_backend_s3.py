@@ -8,6 +8,10 @@ away so a developer's ~/.aws cannot interfere). ``multipart_threshold`` and
 ``multipart_chunksize`` are 5 MiB, the S3 minimum part size, so the
 conformance suite's 12-13 MiB objects go through multipart uploads.
 ``leftovers()`` lists the bucket's incomplete multipart uploads.
+
+``s3_fault_proxy``: a running :class:`~tests.support.fault_proxy.S3FaultProxy`
+in front of the cluster's RGW, with no faults set; pass its ``endpoint`` as
+``rgw_url(..., endpoint_url=proxy.endpoint)`` and set rates on its ``control``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pytest
 
 from backends import open_backend
 from tests.support.backends_under_test import BackendUnderTest
+from tests.support.fault_proxy import S3FaultProxy
 
 ROOT = "mirror"
 PART = 5 * 1024 * 1024
@@ -71,6 +76,13 @@ def rgw_admin_client(cluster):
 def s3_backend_factory(s3_credentials):
     """Backends whose single-request uploads go through the CRT (required: CI installs boto3[crt])."""
     yield from backend_factory(s3_credentials, put_client="crt")
+
+
+@pytest.fixture
+def s3_fault_proxy(s3_credentials):
+    """A fault proxy in front of the session's RGW (see the module docstring); stopped after the test."""
+    with S3FaultProxy(s3_credentials.rgw_endpoint) as proxy:
+        yield proxy
 
 
 def backend_factory(cluster, **options):
