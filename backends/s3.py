@@ -411,7 +411,7 @@ def _make_session(options: S3Options):
 
 def _make_client(session, options: S3Options):
     config = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": options.max_attempts},
+        retries={"mode": "standard", "total_max_attempts": options.max_attempts},  # max_attempts would count retries only
         max_pool_connections=2 * options.max_concurrency,
         connect_timeout=10,
         read_timeout=60,
