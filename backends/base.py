@@ -81,7 +81,10 @@ class Backend(Protocol):
         """A readable stream of the object's bytes (close it, or use ``with``).
 
         Raises NotFound, InvalidKey, PermissionDenied, TransientError; a read
-        from the stream may raise TransientError.
+        from the stream may raise TransientError. The stream ends only after
+        the object's last byte: one cut short in transit (a truncated answer,
+        a reset connection) raises TransientError rather than ending early,
+        so a caller that read to the end has the whole object as it was.
         """
 
     def put(
@@ -150,6 +153,19 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+def read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes of ``stream``, fewer only at its end: one ``read`` may return less than asked."""
+    pieces: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        piece = stream.read(remaining)
+        if not piece:
+            break
+        pieces.append(piece)
+        remaining -= len(piece)
+    return b"".join(pieces)
+
+
 class BaseBackend:
     """Conveniences every backend gets from the required operations."""
 
@@ -161,7 +177,7 @@ class BaseBackend:
         with self.open_read(key) as stream:  # type: ignore[attr-defined]
             if limit is None:
                 return stream.read()
-            data = stream.read(limit + 1)
+            data = read_up_to(stream, limit + 1)
         if len(data) > limit:
             raise ValueError(f"{key}: object larger than {limit} bytes")
         return data
@@ -169,7 +185,7 @@ class BaseBackend:
     def read_prefix(self, key: str, size: int) -> bytes:
         """At most ``size`` bytes from the start of the object (all of it if shorter)."""
         with self.open_read(key) as stream:  # type: ignore[attr-defined]
-            return stream.read(size)
+            return read_up_to(stream, size)
 
     def put_bytes(self, key: str, data: bytes, *, before_commit: BeforeCommit | None = None) -> ObjectInfo:
         return self.put(key, io.BytesIO(data), size=len(data), before_commit=before_commit)  # type: ignore[attr-defined]

@@ -34,7 +34,10 @@ first ``multipart_threshold`` bytes a put buffers to choose its path. Parts
 are uploaded by one pool of ``max_concurrency`` threads per backend.
 
 Reads stream: ``open_read`` returns a thin wrapper around the response's
-StreamingBody that translates errors raised while reading.
+StreamingBody that translates errors raised while reading, fills each read
+(as a file does) and raises TransientError when the answer ends before its
+Content-Length (a truncated response), so a read cut short in transit is
+never taken for the object's end.
 
 Every SDK error goes through :func:`translate_error` (the CRT's through
 ``translate_crt_error``; both classify S3 error codes with
@@ -238,7 +241,7 @@ class S3Backend(BaseBackend):
 
     def open_read(self, key: str) -> BinaryIO:
         response = self._call(self._client.get_object, key, Key=self._object_key(key))
-        return _ObjectReader(response["Body"], key)  # type: ignore[return-value]
+        return _ObjectReader(response["Body"], key, response.get("ContentLength"))  # type: ignore[return-value]
 
     # -- writing ---------------------------------------------------------------
 
@@ -499,23 +502,54 @@ class _Prepended:
 
 
 class _ObjectReader(io.RawIOBase):
-    """An object's bytes as a stream: the response body, with errors translated."""
+    """An object's bytes as a stream: the response body, with errors translated.
 
-    def __init__(self, body, key: str) -> None:
+    ``read(n)`` returns ``n`` bytes unless the object ends first. An answer
+    that ends before its announced ``length`` (a truncated response; botocore
+    notices only at its next read, and not in every case) raises
+    TransientError: a short read is a failed read, never the object's end.
+    """
+
+    def __init__(self, body, key: str, length: int | None) -> None:
         self._body = body
         self._key = key
+        self._length = length
+        self._received = 0
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        try:
-            return self._body.read(None if size is None or size < 0 else size)
-        except _SDK_ERRORS as exc:
-            raise translate_error(exc, self._key) from exc
+        if size is None or size < 0:
+            return self.readall()
+        pieces: list[bytes] = []
+        remaining = size
+        while remaining > 0:
+            piece = self._read_once(remaining)
+            if not piece:
+                break
+            pieces.append(piece)
+            remaining -= len(piece)
+        return b"".join(pieces)
 
     def readall(self) -> bytes:
-        return self.read(-1)
+        pieces: list[bytes] = []
+        while piece := self._read_once(_READ_BLOCK):
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    def _read_once(self, size: int) -> bytes:
+        try:
+            piece = self._body.read(size)
+        except _SDK_ERRORS as exc:
+            raise translate_error(exc, self._key) from exc
+        self._received += len(piece)
+        if not piece and size > 0 and self._length is not None and self._received < self._length:
+            raise TransientError(
+                f"{self._key}: the answer ended after {self._received} of its {self._length} bytes (cut short in transit; read again)",
+                key=self._key,
+            )
+        return piece
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
