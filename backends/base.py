@@ -9,6 +9,14 @@ Required operations (each docstring says what it raises):
 ``iter_objects``, ``close``; plus the ``capabilities`` record and ``url``.
 :class:`BaseBackend` derives conveniences (``read_bytes``, ``put_bytes``,
 ``exists``) from them.
+
+Listings report what the store holds, names that are not valid keys included:
+a store with free-form keys (S3) can hold ``a//b`` or ``a/../b``, written by
+another client, and a listing yields them as they are (an ``Entry`` named
+``""`` or ``".."``, an ``ObjectInfo`` whose key fails :func:`check_key`) so
+that callers can report them instead of never knowing. Validate a listed name
+before building a key from it; every operation given a malformed key raises
+InvalidKey, so such an object is never read, written or deleted.
 """
 
 from __future__ import annotations
@@ -40,7 +48,10 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class Entry:
-    """One immediate child of a prefix: an object, or a deeper prefix."""
+    """One immediate child of a prefix: an object, or a deeper prefix.
+
+    ``name`` is as stored, which may be no valid key component (see the module docstring).
+    """
 
     name: str
     is_prefix: bool
@@ -115,7 +126,8 @@ class Backend(Protocol):
     def iter_children(self, prefix: str) -> Iterator[Entry]:
         """Immediate children of ``prefix`` (``""`` or ending in ``/``), in no set order.
 
-        A prefix with nothing below it yields nothing. Raises NotFound when the
+        Every child, names that are no valid key component included. A prefix
+        with nothing below it yields nothing. Raises NotFound when the
         store itself (root directory, bucket, pool) does not exist; InvalidKey,
         PermissionDenied, TransientError otherwise -- never an empty listing
         in place of an error.
@@ -124,7 +136,7 @@ class Backend(Protocol):
     def iter_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix``, streamed, in no set order.
 
-        Raises as ``iter_children`` does.
+        Malformed keys included. Raises as ``iter_children`` does.
         """
 
     def close(self) -> None:

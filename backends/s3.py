@@ -39,6 +39,10 @@ StreamingBody that translates errors raised while reading, fills each read
 Content-Length (a truncated response), so a read cut short in transit is
 never taken for the object's end.
 
+Listings yield every key under the root as stored, malformed ones included
+(``a//b``, ``a/../b``: written by other clients; see ``backends/base.py``),
+except the zero-byte "folder" markers (``a/b/``) that S3 consoles create.
+
 Every SDK error goes through :func:`translate_error` (the CRT's through
 ``translate_crt_error``; both classify S3 error codes with
 ``backends/s3_errors.py``). Errors raised by the caller's stream or by
@@ -359,37 +363,35 @@ class S3Backend(BaseBackend):
 
     def iter_children(self, prefix: str) -> Iterator[Entry]:
         full = self._object_prefix(prefix)
-        for page in self._pages(full, delimiter=True):
+        for page in self._pages("list_objects_v2", full, Prefix=full, Delimiter="/"):
             for common in page.get("CommonPrefixes", ()):
-                name = common["Prefix"][len(full):].rstrip("/")
-                if _is_name(name):
-                    yield Entry(name, True)
+                yield Entry(common["Prefix"][len(full):-1], True)
             for item in page.get("Contents", ()):
                 name = item["Key"][len(full):]
-                if _is_name(name):
+                if not _is_folder_marker(name, int(item["Size"])):
                     yield Entry(name, False)
 
     def iter_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         full = self._object_prefix(prefix)
-        strip = len(self.root) + 1 if self.root else 0
-        for page in self._pages(full, delimiter=False):
+        for page in self._pages("list_objects_v2", full, Prefix=full):
             for item in page.get("Contents", ()):
-                key = item["Key"][strip:]
-                if _is_key(key):
-                    yield ObjectInfo(key, int(item["Size"]), _md5_of_etag(item.get("ETag")))
+                key, size = self._relative(item["Key"]), int(item["Size"])
+                if not _is_folder_marker(key, size):
+                    yield ObjectInfo(key, size, _md5_of_etag(item.get("ETag")))
 
-    def _pages(self, full_prefix: str, *, delimiter: bool) -> Iterator[dict[str, Any]]:
-        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix}
-        if delimiter:
-            params["Delimiter"] = "/"
-        pages = iter(self._client.get_paginator("list_objects_v2").paginate(**params))
+    def _relative(self, object_key: str) -> str:
+        """The backend's key for an S3 key under the root directory, as stored (maybe malformed)."""
+        return object_key[len(self.root) + 1:] if self.root else object_key
+
+    def _pages(self, operation: str, where: str, **params: Any) -> Iterator[dict[str, Any]]:
+        pages = iter(self._client.get_paginator(operation).paginate(Bucket=self.bucket, **params))
         while True:
             try:
                 page = next(pages)
             except StopIteration:
                 return
             except _SDK_ERRORS as exc:
-                raise translate_error(exc, full_prefix) from exc
+                raise translate_error(exc, where) from exc
             yield page
 
     def close(self) -> None:
@@ -468,16 +470,17 @@ def _read_up_to(stream: BinaryIO, limit: int) -> bytes:
     return b"".join(pieces)
 
 
-def _is_name(name: str) -> bool:
-    return bool(name) and "/" not in name and name not in (".", "..")
-
-
-def _is_key(key: str) -> bool:
+def _is_folder_marker(key: str, size: int) -> bool:
+    """A zero-byte object named like a directory (``a/b/``, or the listed prefix itself: ``""``), as
+    S3 consoles create for "folders": no object of a registry's, skipped like a directory's own entry."""
+    if size != 0:
+        return False
+    if key == "":
+        return True
     try:
-        check_key(key)
+        return key.endswith("/") and bool(check_key(key[:-1]))
     except InvalidKey:
         return False
-    return True
 
 
 def _raise_first_failure(futures: list[Future]) -> None:

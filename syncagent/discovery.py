@@ -23,6 +23,7 @@ from .layout import (
     RevisionLink,
     TagCurrentLink,
     format_link,
+    is_digest_algorithm,
     key_of,
     parse_link,
     revisions_prefix,
@@ -219,6 +220,10 @@ def _revisions_walked(backend: Backend, repository: str, on_problem: OnProblem) 
     """The revision digests a repository's directories name, one listing per algorithm."""
     for algorithm_entry in backend.iter_children(revisions_prefix(repository)):
         if not algorithm_entry.is_prefix:
+            continue
+        if not is_digest_algorithm(algorithm_entry.name):
+            on_problem(Problem("invalid-name", f"unsupported digest algorithm {algorithm_entry.name[:20]!r}",
+                               repository=repository, key=revisions_prefix(repository) + algorithm_entry.name))
             continue
         prefix = revisions_prefix(repository, algorithm_entry.name)
         for entry in backend.iter_children(prefix):

@@ -7,7 +7,9 @@ Problems (the invariant is broken, or data is damaged; exit status 1):
   not valid or does not match its digest);
 - ``invalid-link``: a link that is empty, does not parse, or holds a digest
   other than the one its path names (tags, revisions and ``_layers`` links);
-- ``digest-mismatch`` (with ``deep``): blob data that does not hash to its digest.
+- ``digest-mismatch`` (with ``deep``): blob data that does not hash to its digest;
+- ``invalid-name``: a name outside the grammar, or a key that is no valid key
+  at all (``a//b``, ``a/../b``: S3 can hold them), never read nor copied.
 
 Findings (nothing is broken; reported and counted):
 
@@ -23,7 +25,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from backends import Backend, BackendError, NotFound
+from backends import Backend, BackendError, InvalidKey, NotFound, check_key
 
 from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
 from .discovery import UnreadableLink, iter_repositories, read_link, read_repository
@@ -132,11 +134,12 @@ def _scan_repository_objects(
     """One listing of every repository object: layer links checked (unless the closure checks
     already read them), leftovers reported."""
     linked: set[Digest] = set()
+    reported = _names_reported(report)
     for info in target.iter_objects(REPOSITORIES_PREFIX):
         try:
             spec = parse_key(info.key)
         except InvalidPath:
-            _classify_stray(info.key, info.size, report, repositories)
+            _classify_stray(info.key, info.size, report, repositories, reported)
             continue
         if isinstance(spec, LayerLink):
             if repositories is not None and not repositories(spec.repository):
@@ -160,10 +163,22 @@ def _scan_repository_objects(
     return linked
 
 
-def _classify_stray(key: str, size: int, report: Report, repositories: Selector) -> None:
+def _names_reported(report: Report) -> tuple[str, ...]:
+    """Keys of the invalid names already reported (by the repository walk): what lies below them is not
+    reported again."""
+    return tuple(p.key + "/" for p in report.problems if p.kind == "invalid-name" and p.key)
+
+
+def _classify_stray(key: str, size: int, report: Report, repositories: Selector, reported: tuple[str, ...] = ()) -> None:
     name = key[len(REPOSITORIES_PREFIX):]
     repository = name.split("/_", 1)[0] if "/_" in name else None
     if repositories is not None and repository and not repositories(repository):
+        return
+    try:
+        check_key(key)
+    except InvalidKey:
+        if not key.startswith(reported):
+            report.add_problem(Problem("invalid-name", f"not a valid key ({size} bytes); never read nor copied", key=key))
         return
     if "/_uploads/" in key:
         report.count("abandoned_uploads")
