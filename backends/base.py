@@ -17,12 +17,16 @@ another client, and a listing yields them as they are (an ``Entry`` named
 that callers can report them instead of never knowing. Validate a listed name
 before building a key from it; every operation given a malformed key raises
 InvalidKey, so such an object is never read, written or deleted.
+
+Optional abilities are declared in :class:`Capabilities` and reached through
+a function that checks the declaration once (:func:`leftovers_of`).
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO, Callable, Iterator, Protocol, runtime_checkable
 
 from .errors import InvalidKey, NotFound
@@ -71,6 +75,9 @@ class Capabilities:
     ``listing_md5``: ``iter_objects`` reports MD5 hints (``ObjectInfo.md5``),
     so one listing can stand in for reading many small objects whose content
     is known in advance.
+    ``incomplete_uploads``: the backend implements :class:`Leftovers` (a put
+    can leave an upload behind when its process is killed, e.g. an S3
+    multipart upload); reach it through :func:`leftovers_of`.
     """
 
     empty_prefixes: bool = False
@@ -78,6 +85,7 @@ class Capabilities:
     max_object_size: int | None = None
     local: bool = False
     listing_md5: bool = False
+    incomplete_uploads: bool = False
 
 
 @runtime_checkable
@@ -141,6 +149,46 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release connections and other resources."""
+
+
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """An upload a put started and never finished or abandoned (e.g. an S3 multipart upload).
+
+    ``key``: the key it would have written; ``upload_id``: the store's handle
+    for it; ``initiated``: when it started (timezone-aware, the store's clock);
+    ``size``: bytes it holds so far.
+    """
+
+    key: str
+    upload_id: str
+    initiated: datetime
+    size: int
+
+
+@runtime_checkable
+class Leftovers(Protocol):
+    """Optional: uploads that puts left behind (declared by ``Capabilities.incomplete_uploads``)."""
+
+    def iter_incomplete_uploads(self, prefix: str) -> Iterator[IncompleteUpload]:
+        """Incomplete uploads of keys under ``prefix``, streamed, in no set order.
+
+        Keys are as stored (possibly malformed). Raises NotFound (no store),
+        PermissionDenied, TransientError.
+        """
+
+    def abort_incomplete_upload(self, upload: IncompleteUpload) -> None:
+        """Discard an incomplete upload and the space it holds; one already gone is not an error.
+
+        Raises PermissionDenied, TransientError.
+        """
+
+
+def leftovers_of(backend: "Backend") -> Leftovers | None:
+    """The backend's :class:`Leftovers` ability, or None when it declares none."""
+    if backend.capabilities.incomplete_uploads and isinstance(backend, Leftovers):
+        return backend
+    return None
 
 
 def check_key(key: str) -> str:

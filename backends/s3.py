@@ -43,6 +43,9 @@ Listings yield every key under the root as stored, malformed ones included
 (``a//b``, ``a/../b``: written by other clients; see ``backends/base.py``),
 except the zero-byte "folder" markers (``a/b/``) that S3 consoles create.
 
+Incomplete multipart uploads (left by a process killed mid-put) are listed
+and aborted through the optional ``Leftovers`` ability.
+
 Every SDK error goes through :func:`translate_error` (the CRT's through
 ``translate_crt_error``; both classify S3 error codes with
 ``backends/s3_errors.py``). Errors raised by the caller's stream or by
@@ -61,7 +64,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlencode
 
-from .base import BaseBackend, BeforeCommit, Capabilities, Entry, ObjectInfo, check_key, check_prefix
+from .base import BaseBackend, BeforeCommit, Capabilities, Entry, IncompleteUpload, ObjectInfo, check_key, check_prefix
 from .errors import (
     BackendError,
     BackendUnavailable,
@@ -200,7 +203,8 @@ class S3Backend(BaseBackend):
         self.options = options
         self.url = _format_url(bucket, root, options)
         self.capabilities = Capabilities(empty_prefixes=False, default_concurrency=options.max_concurrency,
-                                         max_object_size=MAX_OBJECT_SIZE, listing_md5=options.listing_md5)
+                                         max_object_size=MAX_OBJECT_SIZE, listing_md5=options.listing_md5,
+                                         incomplete_uploads=True)
         session = _make_session(options)
         self._client = _make_client(session, options)
         self._crt, why_not = make_crt_uploads(session, self._client, bucket, options)
@@ -394,6 +398,38 @@ class S3Backend(BaseBackend):
                 raise translate_error(exc, where) from exc
             yield page
 
+    # -- leftovers (the optional Leftovers ability) ------------------------------------
+
+    def iter_incomplete_uploads(self, prefix: str) -> Iterator[IncompleteUpload]:
+        """Multipart uploads under ``prefix`` never completed nor aborted, with the bytes their parts hold."""
+        full = self._object_prefix(prefix)
+        for page in self._pages("list_multipart_uploads", full, Prefix=full):
+            for upload in page.get("Uploads", ()):
+                size = self._parts_size(upload["Key"], upload["UploadId"])
+                if size is not None:
+                    yield IncompleteUpload(self._relative(upload["Key"]), upload["UploadId"], upload["Initiated"], size)
+
+    def _parts_size(self, object_key: str, upload_id: str) -> int | None:
+        """Bytes the upload's parts hold; None when it ended meanwhile."""
+        size = 0
+        try:
+            for page in self._client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=object_key, UploadId=upload_id):
+                size += sum(int(part["Size"]) for part in page.get("Parts", ()))
+        except _SDK_ERRORS as exc:
+            if _error_code(exc) == "NoSuchUpload":
+                return None
+            raise translate_error(exc, self._relative(object_key)) from exc
+        return size
+
+    def abort_incomplete_upload(self, upload: IncompleteUpload) -> None:
+        """Abort an upload ``iter_incomplete_uploads`` listed (its key as listed, even malformed)."""
+        object_key = f"{self.root}/{upload.key}" if self.root else upload.key
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload.upload_id)
+        except _SDK_ERRORS as exc:
+            if _error_code(exc) != "NoSuchUpload":
+                raise translate_error(exc, upload.key) from exc
+
     def close(self) -> None:
         with self._executor_lock:
             executor, self._executor = self._executor, None
@@ -481,6 +517,12 @@ def _is_folder_marker(key: str, size: int) -> bool:
         return key.endswith("/") and bool(check_key(key[:-1]))
     except InvalidKey:
         return False
+
+
+def _error_code(exc: BaseException) -> str:
+    if boto3 is not None and isinstance(exc, botocore.exceptions.ClientError):
+        return str((exc.response.get("Error", {}) or {}).get("Code", "") or "")
+    return ""
 
 
 def _raise_first_failure(futures: list[Future]) -> None:
