@@ -325,7 +325,7 @@ def _abort_uploads(dest, args) -> Report:
 
 
 def _age_text(seconds: float) -> str:
-    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, length in (("h", 3600), ("m", 60)):
         if seconds >= length and seconds % length == 0:
             return f"{seconds / length:.0f}{unit}"
     return f"{seconds:.0f}s"
