@@ -20,7 +20,6 @@ from syncagent.synthetic import TreeWriter
 from syncagent.verify import abort_incomplete_uploads, verify_backend
 
 V2 = "docker/registry/v2"
-NOW = datetime.now(timezone.utc)
 
 
 class UploadsMemory(MemoryBackend):
@@ -39,48 +38,57 @@ class UploadsMemory(MemoryBackend):
 
 
 def upload(key: str, age: timedelta, size: int = 5 * 1024 * 1024) -> IncompleteUpload:
-    return IncompleteUpload(key, f"id-{key.rsplit('/', 2)[-2][:8]}-{int(age.total_seconds())}", NOW - age, size)
+    """An upload started ``age`` before now (now: when the test runs, not when the module loaded)."""
+    return IncompleteUpload(key, f"id-{key.rsplit('/', 2)[-2][:8]}-{int(age.total_seconds())}", datetime.now(timezone.utc) - age, size)
 
 
-OLD_BLOB = upload(f"{V2}/blobs/sha256/ab/{'ab' * 32}/data", timedelta(days=3))
-YOUNG_BLOB = upload(f"{V2}/blobs/sha256/cd/{'cd' * 32}/data", timedelta(minutes=5), size=0)
-REGISTRY_SESSION = upload(f"{V2}/repositories/app/_uploads/0f0f/data", timedelta(days=9))
+@pytest.fixture
+def uploads():
+    """An old blob upload, a young one, and an old upload session of a registry's own."""
+    return (
+        upload(f"{V2}/blobs/sha256/ab/{'ab' * 32}/data", timedelta(days=3)),
+        upload(f"{V2}/blobs/sha256/cd/{'cd' * 32}/data", timedelta(minutes=5), size=0),
+        upload(f"{V2}/repositories/app/_uploads/0f0f/data", timedelta(days=9)),
+    )
 
 
-def test_verify_reports_incomplete_uploads_as_findings_with_bytes_and_age():
-    target = UploadsMemory(OLD_BLOB, YOUNG_BLOB, REGISTRY_SESSION)
+def test_verify_reports_incomplete_uploads_as_findings_with_bytes_and_age(uploads):
+    old_blob, young_blob, session = uploads
+    target = UploadsMemory(*uploads)
     TreeWriter(target).image("app", [b"layer"], tag="v1")
     report = verify_backend(target)
     assert report.ok
     assert report.counters["incomplete_uploads"] == 3
     assert report.counters["incomplete_upload_bytes"] == 2 * 5 * 1024 * 1024
     found = {f.key: f for f in report.findings if f.kind == "incomplete-upload"}
-    assert set(found) == {OLD_BLOB.key, YOUNG_BLOB.key, REGISTRY_SESSION.key}
-    assert found[OLD_BLOB.key].reason == f"upload {OLD_BLOB.upload_id} holds 5242880 bytes, started 3.0 d ago"
-    assert found[YOUNG_BLOB.key].reason.endswith("started 5.0 min ago")
-    assert found[REGISTRY_SESSION.key].repository == "app"
+    assert set(found) == {old_blob.key, young_blob.key, session.key}
+    assert found[old_blob.key].reason == f"upload {old_blob.upload_id} holds 5242880 bytes, started 3.0 d ago"
+    assert found[young_blob.key].reason.endswith("started 5.0 min ago")
+    assert found[session.key].repository == "app"
 
     only_other = verify_backend(target, repositories=lambda name: name != "app")
-    assert {f.key for f in only_other.findings if f.kind == "incomplete-upload"} == {OLD_BLOB.key, YOUNG_BLOB.key}
+    assert {f.key for f in only_other.findings if f.kind == "incomplete-upload"} == {old_blob.key, young_blob.key}
 
 
-def test_the_ability_is_taken_from_the_declaration_only():
-    assert leftovers_of(UploadsMemory(OLD_BLOB)) is not None
-    assert leftovers_of(UploadsMemory(OLD_BLOB, declared=False)) is None
+def test_the_ability_is_taken_from_the_declaration_only(uploads):
+    old_blob = uploads[0]
+    assert leftovers_of(UploadsMemory(old_blob)) is not None
+    assert leftovers_of(UploadsMemory(old_blob, declared=False)) is None
     assert leftovers_of(MemoryBackend()) is None
-    assert verify_backend(UploadsMemory(OLD_BLOB, declared=False)).counters.get("incomplete_uploads", 0) == 0
+    assert verify_backend(UploadsMemory(old_blob, declared=False)).counters.get("incomplete_uploads", 0) == 0
 
 
-def test_repair_aborts_only_uploads_older_than_the_threshold_and_never_a_registry_session():
-    target = UploadsMemory(OLD_BLOB, YOUNG_BLOB, REGISTRY_SESSION)
+def test_repair_aborts_only_uploads_older_than_the_threshold_and_never_a_registry_session(uploads):
+    old_blob, young_blob, session = uploads
+    target = UploadsMemory(*uploads)
     report = Report()
     abort_incomplete_uploads(target, 24 * 3600, report)
-    assert target.uploads == [YOUNG_BLOB, REGISTRY_SESSION]
+    assert target.uploads == [young_blob, session]
     assert (report.counters["uploads_aborted"], report.counters["upload_bytes_freed"], report.counters["uploads_kept"]) == (1, 5242880, 2)
 
     report = Report()
     abort_incomplete_uploads(target, 0, report)
-    assert target.uploads == [REGISTRY_SESSION]
+    assert target.uploads == [session]
     assert report.counters["uploads_aborted"] == 1 and report.ok
 
 
