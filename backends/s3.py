@@ -81,11 +81,15 @@ try:
     import boto3
     import botocore.config
     import botocore.exceptions
+    import urllib3.exceptions
 except ImportError:  # pragma: no cover - boto3 is a dependency of the project
     boto3 = None
     _SDK_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
 else:
-    _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, TimeoutError, ConnectionError)
+    # urllib3's ProtocolError: botocore lets it through when an error answer's body (a 404's XML)
+    # is cut short or reset, since it reads that body outside its own error handling.
+    _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, urllib3.exceptions.ProtocolError,
+                   TimeoutError, ConnectionError)
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +182,7 @@ def translate_error(exc: BaseException, key: str | None = None) -> BackendError:
         )):
             return TransientError(message, key=key)
         return BackendError(message, key=key)
-    if isinstance(exc, (TimeoutError, ConnectionError)):
+    if isinstance(exc, (TimeoutError, ConnectionError)) or (boto3 is not None and isinstance(exc, urllib3.exceptions.ProtocolError)):
         return TransientError(f"{where}: {exc}", key=key)
     return BackendError(f"{where}: {exc}", key=key)
 
