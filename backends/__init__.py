@@ -5,7 +5,19 @@ imports ``syncagent``. See :mod:`backends.base` for the protocol and
 :mod:`backends.errors` for the exception tree.
 """
 
-from .base import Backend, BaseBackend, BeforeCommit, Capabilities, Entry, ObjectInfo, check_key, check_prefix
+from .base import (
+    Backend,
+    BaseBackend,
+    BeforeCommit,
+    Capabilities,
+    Entry,
+    IncompleteUpload,
+    Leftovers,
+    ObjectInfo,
+    check_key,
+    check_prefix,
+    leftovers_of,
+)
 from .errors import (
     BackendError,
     BackendUnavailable,
@@ -24,7 +36,10 @@ __all__ = [
     "BeforeCommit",
     "Capabilities",
     "Entry",
+    "IncompleteUpload",
+    "Leftovers",
     "ObjectInfo",
+    "leftovers_of",
     "check_key",
     "check_prefix",
     "BackendError",

@@ -22,6 +22,7 @@ from .layout import Digest
 from .report import Report
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+DEFAULT_UPLOAD_AGE, DEFAULT_UPLOAD_AGE_TEXT = 24 * 3600.0, "24h"
 
 
 def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
@@ -64,6 +65,13 @@ def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     verify.add_argument("--against", metavar="DST", help="compare with this destination: missing, stale and extra tags, missing revisions")
     verify.add_argument("--deep", action="store_true", help="re-hash all blob data and report any that does not match its digest")
     verify.add_argument("--repair", action="store_true", help="with --against: re-sync what is missing, stale or broken on DST, then check again")
+    verify.add_argument(
+        "--abort-uploads-older-than",
+        type=_duration,
+        metavar="AGE",
+        help="with --repair: abort DST's incomplete multipart uploads started at least AGE ago (e.g. 30m, 1h, 2d; 0: all); "
+        f"younger ones may be a live sync's (default {DEFAULT_UPLOAD_AGE_TEXT})",
+    )
     verify.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, metavar="N", help=f"parallel reads (default {DEFAULT_JOBS})")
     verify.add_argument("--repo", action="append", default=[], metavar="GLOB", help="only repositories matching GLOB (repeatable)")
     verify.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
@@ -117,6 +125,19 @@ def _percentage(text: str) -> float:
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError("must be between 0 and 100")
     return value / 100
+
+
+def _duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``30m``, ``1h``, ``2d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30m, 1h or 2d, got {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -244,6 +265,9 @@ def _verify(args) -> int:
     if args.repair and not args.against:
         print("syncagent: --repair needs --against DST", file=sys.stderr)
         return EXIT_USAGE
+    if args.abort_uploads_older_than is not None and not args.repair:
+        print("syncagent: --abort-uploads-older-than needs --repair", file=sys.stderr)
+        return EXIT_USAGE
     select = (lambda name: any(fnmatch.fnmatchcase(name, p) for p in args.repo)) if args.repo else None
     checker = _registry_checker(args)
     target = open_backend(args.target)
@@ -286,10 +310,15 @@ def _verify_against(args, source, dest, select, checker=None) -> int:
     result: dict = {"comparison": comparison.as_dict(), "destination": _verify_summary(dest_report)}
     if source_report.problems:
         result["source_problems"] = [p.as_dict() for p in source_report.problems]
-    repaired = None
+    repaired = cleaned = None
     if args.repair and (comparison.differs or not dest_report.ok):
         repaired = _repair(source, dest, comparison, dest_report, args.jobs)
         result["repair"] = repaired.as_dict()
+    if args.repair and dest_report.counters.get("incomplete_uploads"):
+        cleaned = _abort_uploads(dest, args)
+        result["uploads"] = {k: cleaned.counters.get(k, 0) for k in ("uploads_aborted", "upload_bytes_freed", "uploads_kept")}
+        result["uploads"]["problems"] = [p.as_dict() for p in cleaned.problems]
+    if repaired is not None or cleaned is not None:
         comparison = compare(source, dest, Report(), repositories=select)
         dest_report = check_dest()
         result["after_repair"] = {"comparison": comparison.as_dict(), "destination": _verify_summary(dest_report)}
@@ -309,12 +338,40 @@ def _verify_against(args, source, dest, select, checker=None) -> int:
                 f"repair: {c['tags_published']} tags published, {c.get('revisions_repaired', 0) + c['revisions_published']} revisions written, "
                 f"{c['blobs_copied']} blobs copied ({_size(c['bytes_copied'])}); {len(repaired.problems)} problems"
             )
+        if cleaned is not None:
+            c = cleaned.counters
+            print(
+                f"incomplete uploads: {c.get('uploads_aborted', 0)} aborted ({_size(c.get('upload_bytes_freed', 0))}), "
+                f"{c.get('uploads_kept', 0)} kept (younger than {_age_text(_upload_age(args))}, or a registry's own)"
+            )
+            for problem in cleaned.problems:
+                print(f"  {problem.describe()}")
+        if repaired is not None or cleaned is not None:
             print(f"after repair: {_differences(comparison)}")
             if comparison.differs:
                 print(comparison.table())
         _print_verify(args, dest_report, dest.url, heading="destination")
-    differs = comparison.differs or not dest_report.ok or (repaired is not None and not repaired.ok)
+    differs = comparison.differs or not dest_report.ok or any(r is not None and not r.ok for r in (repaired, cleaned))
     return EXIT_PROBLEMS if differs else EXIT_OK
+
+
+def _upload_age(args) -> float:
+    return DEFAULT_UPLOAD_AGE if args.abort_uploads_older_than is None else args.abort_uploads_older_than
+
+
+def _abort_uploads(dest, args) -> Report:
+    from .verify import abort_incomplete_uploads
+
+    report = Report()
+    abort_incomplete_uploads(dest, _upload_age(args), report)
+    return report
+
+
+def _age_text(seconds: float) -> str:
+    for unit, length in (("h", 3600), ("m", 60)):
+        if seconds >= length and seconds % length == 0:
+            return f"{seconds / length:.0f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def _differences(comparison) -> str:
@@ -338,7 +395,8 @@ def _repair(source, dest, comparison, dest_report: Report, jobs: int) -> Report:
 def _verify_summary(report: Report) -> dict:
     summary = report.as_dict()
     keys = ("repositories", "tags_whole", "revisions_whole", "blobs", "unlinked_blobs", "reclaimable_bytes",
-            "abandoned_uploads", "upload_bytes", "temporary_files", "blobs_hashed", "bytes_hashed", "tags_checked")
+            "abandoned_uploads", "upload_bytes", "temporary_files", "incomplete_uploads", "incomplete_upload_bytes",
+            "blobs_hashed", "bytes_hashed", "tags_checked")
     result = {"ok": report.ok, **{k: summary.get(k, 0) for k in keys}, "problems": summary["problems"]}
     result["findings"] = summary.get("findings", [])
     return result
@@ -364,6 +422,9 @@ def _print_verify(args, report: Report, url: str, heading: str = "verify") -> No
         print(f"  abandoned uploads {c['abandoned_uploads']} objects ({_size(c['upload_bytes'])})")
     if c.get("temporary_files"):
         print(f"  leftover temporary files {c['temporary_files']}")
+    if c.get("incomplete_uploads"):
+        print(f"  incomplete uploads {c['incomplete_uploads']} ({_size(c['incomplete_upload_bytes'])}; "
+              f"verify SRC --against DST --repair aborts those older than {DEFAULT_UPLOAD_AGE_TEXT})")
     _print_problems(report)
 
 

@@ -33,6 +33,7 @@ from .layout import (
     LayerLink,
     RevisionLink,
     TagCurrentLink,
+    is_digest_algorithm,
     key_of,
     layers_prefix,
     parse_key,
@@ -63,7 +64,7 @@ class RepositoryDeletes:
 def list_layer_links(backend: Backend, repository: str) -> set[Digest]:
     digests: set[Digest] = set()
     for algorithm in backend.iter_children(layers_prefix(repository)):
-        if not algorithm.is_prefix:
+        if not algorithm.is_prefix or not is_digest_algorithm(algorithm.name):
             continue
         for entry in backend.iter_children(layers_prefix(repository, algorithm.name)):
             try:

@@ -178,14 +178,25 @@ def tags_prefix(repository: str) -> str:
     return f"{repository_prefix(repository)}_manifests/tags/"
 
 
+def is_digest_algorithm(name: str) -> bool:
+    """Whether ``name`` is a digest algorithm of the layout (a directory name under revisions/ or _layers/)."""
+    return name in _HEX_LENGTHS
+
+
+def _algorithm_directory(algorithm: str) -> str:
+    if not is_digest_algorithm(algorithm):
+        raise InvalidPath(f"unsupported digest algorithm {algorithm[:20]!r}")
+    return f"{algorithm}/"
+
+
 def revisions_prefix(repository: str, algorithm: str | None = None) -> str:
     base = f"{repository_prefix(repository)}_manifests/revisions/"
-    return base if algorithm is None else f"{base}{algorithm}/"
+    return base if algorithm is None else base + _algorithm_directory(algorithm)
 
 
 def layers_prefix(repository: str, algorithm: str | None = None) -> str:
     base = f"{repository_prefix(repository)}_layers/"
-    return base if algorithm is None else f"{base}{algorithm}/"
+    return base if algorithm is None else base + _algorithm_directory(algorithm)
 
 
 def key_of(spec: PathSpec) -> str:

@@ -27,7 +27,12 @@ class Cancelled(Exception):
 
 
 class DigestMismatch(Exception):
-    """Blob content does not match its digest (or its announced size)."""
+    """Blob content, read whole (as many bytes as the source's stat announced), does not match its digest."""
+
+
+class ShortRead(Exception):
+    """The bytes read from the source are not as many as its stat announced: a read cut short (or an
+    object replaced meanwhile), retried like a transient error -- never judged by its digest."""
 
 
 class SourceReadError(Exception):
@@ -162,6 +167,8 @@ class BlobCopier:
                     kind = "symlink-refused" if isinstance(exc.cause, SymlinkRefused) else "read-failed"
                     return self._failed(digest, key, kind, f"reading the source failed: {exc.cause}")
                 failure, kind = exc.cause, "read-failed"
+            except ShortRead as exc:
+                failure, kind = exc, "read-failed"
             if delay is None or self.cancelled.is_set():
                 return self._failed(digest, key, kind, f"gave up after {attempt + 1} attempts: {failure}")
             time.sleep(delay)
@@ -205,10 +212,10 @@ class BlobCopier:
             reader = HashingReader(stream, digest, self.report, self.cancelled)
 
             def check_digest() -> None:
+                if reader.size != size:
+                    raise ShortRead(f"read {reader.size} bytes of the source's {size}")
                 if reader.hexdigest() != digest.hex:
                     raise DigestMismatch(f"content hashes to {digest.algorithm}:{reader.hexdigest()}")
-                if reader.size != size:
-                    raise DigestMismatch(f"read {reader.size} bytes, the source announced {size}")
 
             try:
                 written = self.dest.put(key, reader, size=size, before_commit=check_digest)
