@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from backends import Backend, ConfigurationError, Entry, NotFound, ObjectInfo, SymlinkRefused, TransientError
+from backends import Backend, BackendError, ConfigurationError, Entry, NotFound, ObjectInfo, SymlinkRefused, TransientError
 
 from .layout import (
     REPOSITORIES_PREFIX,
@@ -59,7 +59,8 @@ def require_registry(backend: Backend) -> None:
     stores without empty prefixes (S3, RADOS) at least one object below it.
     So a path or prefix mistyped into a parent directory, or one that does not
     exist, is an error, not a healthy empty replica. A fresh destination is
-    not asked this: it is legitimately empty.
+    not asked this: it is legitimately empty; nor is one that carries
+    syncagent's replica marker (a replica whose first pass published nothing yet).
     """
     found = False
     try:
@@ -70,10 +71,20 @@ def require_registry(backend: Backend) -> None:
     except SymlinkRefused as exc:
         if not found:
             raise NotARegistry(f"no {ROOT} in {backend.url}: {exc}") from exc
-    if not found:
+    if not found and not _marked_replica(backend):
         raise NotARegistry(
             f"no {ROOT} in {backend.url}: not a registry's storage root (give the directory or prefix holding docker/)"
         )
+
+
+def _marked_replica(backend: Backend) -> bool:
+    from .replica import MARKER_KEY  # replica.py reads repositories with this module
+
+    try:
+        backend.stat(MARKER_KEY)
+    except BackendError:
+        return False
+    return True
 
 
 class UnreadableLink(Exception):

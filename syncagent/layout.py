@@ -45,7 +45,7 @@ class InvalidPath(ValueError):
 def describe_content(data: bytes | str) -> str:
     """How a report names content it must not quote (it may be a secret planted in a link or a
     manifest): its length and the first hex digits of its SHA-256, e.g. ``412 bytes (sha256 3f2a9c01d4e5)``."""
-    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     return f"{len(raw)} bytes (sha256 {hashlib.sha256(raw).hexdigest()[:12]})"
 
 
