@@ -5,7 +5,19 @@ imports ``syncagent``. See :mod:`backends.base` for the protocol and
 :mod:`backends.errors` for the exception tree.
 """
 
-from .base import Backend, BaseBackend, BeforeCommit, Capabilities, Entry, ObjectInfo, check_key, check_prefix
+from .base import (
+    Backend,
+    BaseBackend,
+    BeforeCommit,
+    Capabilities,
+    Entry,
+    IncompleteUpload,
+    Leftovers,
+    ObjectInfo,
+    check_key,
+    check_prefix,
+    leftovers_of,
+)
 from .errors import (
     BackendError,
     BackendUnavailable,
@@ -13,6 +25,7 @@ from .errors import (
     InvalidKey,
     NotFound,
     PermissionDenied,
+    SymlinkRefused,
     TransientError,
 )
 from .opening import ENTRY_POINT_GROUP, backend_class, open_backend
@@ -23,7 +36,10 @@ __all__ = [
     "BeforeCommit",
     "Capabilities",
     "Entry",
+    "IncompleteUpload",
+    "Leftovers",
     "ObjectInfo",
+    "leftovers_of",
     "check_key",
     "check_prefix",
     "BackendError",
@@ -32,6 +48,7 @@ __all__ = [
     "InvalidKey",
     "NotFound",
     "PermissionDenied",
+    "SymlinkRefused",
     "TransientError",
     "ENTRY_POINT_GROUP",
     "backend_class",

@@ -9,12 +9,24 @@ Required operations (each docstring says what it raises):
 ``iter_objects``, ``close``; plus the ``capabilities`` record and ``url``.
 :class:`BaseBackend` derives conveniences (``read_bytes``, ``put_bytes``,
 ``exists``) from them.
+
+Listings report what the store holds, names that are not valid keys included:
+a store with free-form keys (S3) can hold ``a//b`` or ``a/../b``, written by
+another client, and a listing yields them as they are (an ``Entry`` named
+``""`` or ``".."``, an ``ObjectInfo`` whose key fails :func:`check_key`) so
+that callers can report them instead of never knowing. Validate a listed name
+before building a key from it; every operation given a malformed key raises
+InvalidKey, so such an object is never read, written or deleted.
+
+Optional abilities are declared in :class:`Capabilities` and reached through
+a function that checks the declaration once (:func:`leftovers_of`).
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO, Callable, Iterator, Protocol, runtime_checkable
 
 from .errors import InvalidKey, NotFound
@@ -44,7 +56,10 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class Entry:
-    """One immediate child of a prefix: an object, or a deeper prefix."""
+    """One immediate child of a prefix: an object, or a deeper prefix.
+
+    ``name`` is as stored, which may be no valid key component (see the module docstring).
+    """
 
     name: str
     is_prefix: bool
@@ -64,6 +79,9 @@ class Capabilities:
     ``listing_md5``: ``iter_objects`` reports MD5 hints (``ObjectInfo.md5``),
     so one listing can stand in for reading many small objects whose content
     is known in advance.
+    ``incomplete_uploads``: the backend implements :class:`Leftovers` (a put
+    can leave an upload behind when its process is killed, e.g. an S3
+    multipart upload); reach it through :func:`leftovers_of`.
     """
 
     empty_prefixes: bool = False
@@ -71,6 +89,7 @@ class Capabilities:
     max_object_size: int | None = None
     local: bool = False
     listing_md5: bool = False
+    incomplete_uploads: bool = False
 
 
 @runtime_checkable
@@ -85,7 +104,10 @@ class Backend(Protocol):
         """A readable stream of the object's bytes (close it, or use ``with``).
 
         Raises NotFound, InvalidKey, PermissionDenied, TransientError; a read
-        from the stream may raise TransientError.
+        from the stream may raise TransientError. The stream ends only after
+        the object's last byte: one cut short in transit (a truncated answer,
+        a reset connection) raises TransientError rather than ending early,
+        so a caller that read to the end has the whole object as it was.
         """
 
     def put(
@@ -116,7 +138,8 @@ class Backend(Protocol):
     def iter_children(self, prefix: str) -> Iterator[Entry]:
         """Immediate children of ``prefix`` (``""`` or ending in ``/``), in no set order.
 
-        A prefix with nothing below it yields nothing. Raises NotFound when the
+        Every child, names that are no valid key component included. A prefix
+        with nothing below it yields nothing. Raises NotFound when the
         store itself (root directory, bucket, pool) does not exist; InvalidKey,
         PermissionDenied, TransientError otherwise -- never an empty listing
         in place of an error.
@@ -125,11 +148,51 @@ class Backend(Protocol):
     def iter_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix``, streamed, in no set order.
 
-        Raises as ``iter_children`` does.
+        Malformed keys included. Raises as ``iter_children`` does.
         """
 
     def close(self) -> None:
         """Release connections and other resources."""
+
+
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """An upload a put started and never finished or abandoned (e.g. an S3 multipart upload).
+
+    ``key``: the key it would have written; ``upload_id``: the store's handle
+    for it; ``initiated``: when it started (timezone-aware, the store's clock);
+    ``size``: bytes it holds so far.
+    """
+
+    key: str
+    upload_id: str
+    initiated: datetime
+    size: int
+
+
+@runtime_checkable
+class Leftovers(Protocol):
+    """Optional: uploads that puts left behind (declared by ``Capabilities.incomplete_uploads``)."""
+
+    def iter_incomplete_uploads(self, prefix: str) -> Iterator[IncompleteUpload]:
+        """Incomplete uploads of keys under ``prefix``, streamed, in no set order.
+
+        Keys are as stored (possibly malformed). Raises NotFound (no store),
+        PermissionDenied, TransientError.
+        """
+
+    def abort_incomplete_upload(self, upload: IncompleteUpload) -> None:
+        """Discard an incomplete upload and the space it holds; one already gone is not an error.
+
+        Raises PermissionDenied, TransientError.
+        """
+
+
+def leftovers_of(backend: "Backend") -> Leftovers | None:
+    """The backend's :class:`Leftovers` ability, or None when it declares none."""
+    if backend.capabilities.incomplete_uploads and isinstance(backend, Leftovers):
+        return backend
+    return None
 
 
 def check_key(key: str) -> str:
@@ -154,6 +217,19 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+def read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes of ``stream``, fewer only at its end: one ``read`` may return less than asked."""
+    pieces: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        piece = stream.read(remaining)
+        if not piece:
+            break
+        pieces.append(piece)
+        remaining -= len(piece)
+    return b"".join(pieces)
+
+
 class BaseBackend:
     """Conveniences every backend gets from the required operations."""
 
@@ -165,7 +241,7 @@ class BaseBackend:
         with self.open_read(key) as stream:  # type: ignore[attr-defined]
             if limit is None:
                 return stream.read()
-            data = stream.read(limit + 1)
+            data = read_up_to(stream, limit + 1)
         if len(data) > limit:
             raise ValueError(f"{key}: object larger than {limit} bytes")
         return data
@@ -173,7 +249,7 @@ class BaseBackend:
     def read_prefix(self, key: str, size: int) -> bytes:
         """At most ``size`` bytes from the start of the object (all of it if shorter)."""
         with self.open_read(key) as stream:  # type: ignore[attr-defined]
-            return stream.read(size)
+            return read_up_to(stream, size)
 
     def put_bytes(self, key: str, data: bytes, *, before_commit: BeforeCommit | None = None) -> ObjectInfo:
         return self.put(key, io.BytesIO(data), size=len(data), before_commit=before_commit)  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@
     ├── NotFound                  the key does not exist
     ├── PermissionDenied          the store refused the operation (credentials, policy, read-only)
     ├── InvalidKey                the key is malformed: empty, absolute, "." or ".." components
+    ├── SymlinkRefused            a path below the root is a symbolic link: never followed (filesystem)
     ├── TransientError            worth retrying: timeouts, throttling, connection loss, 5xx
     ├── ConfigurationError        a bad URL or option; raised by open_backend and constructors
     └── BackendUnavailable        a required library or service is missing (how to fix it in the message)
@@ -35,6 +36,20 @@ class PermissionDenied(BackendError):
 
 class InvalidKey(BackendError):
     """The key is not a well-formed relative path of non-empty components."""
+
+
+class SymlinkRefused(BackendError):
+    """A path below the backend's root is a symbolic link, which is never followed.
+
+    ``key`` is the key (or prefix) asked for; ``keys`` names what was refused:
+    the link itself where known. A listing yields everything else first, then
+    raises this naming every link it met (``keys``), so that one link hides
+    nothing and is never taken for an object or a prefix.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message, key=key)
+        self.keys = keys or ((key,) if key is not None else ())
 
 
 class TransientError(BackendError):

@@ -2,6 +2,9 @@
 
 ``memory://NAME`` opens a store shared by every backend opened with the same
 name in this process (``memory://`` alone gives a fresh private store).
+:meth:`MemoryBackend.plant` stores an object under any key, as another client
+of a store with free-form keys (S3) could, so tests can see how listings and
+their callers deal with malformed keys.
 """
 
 from __future__ import annotations
@@ -69,6 +72,14 @@ class MemoryBackend(BaseBackend):
         with self._lock:
             self._objects[key] = content
         return ObjectInfo(key, len(content))
+
+    def plant(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` without checking the key (``a//b``, ``a/../b``): for tests only.
+
+        Listings then yield it as stored; every operation given it raises InvalidKey.
+        """
+        with self._lock:
+            self._objects[key] = bytes(data)
 
     def delete(self, key: str) -> None:
         check_key(key)

@@ -34,7 +34,17 @@ first ``multipart_threshold`` bytes a put buffers to choose its path. Parts
 are uploaded by one pool of ``max_concurrency`` threads per backend.
 
 Reads stream: ``open_read`` returns a thin wrapper around the response's
-StreamingBody that translates errors raised while reading.
+StreamingBody that translates errors raised while reading, fills each read
+(as a file does) and raises TransientError when the answer ends before its
+Content-Length (a truncated response), so a read cut short in transit is
+never taken for the object's end.
+
+Listings yield every key under the root as stored, malformed ones included
+(``a//b``, ``a/../b``: written by other clients; see ``backends/base.py``),
+except the zero-byte "folder" markers (``a/b/``) that S3 consoles create.
+
+Incomplete multipart uploads (left by a process killed mid-put) are listed
+and aborted through the optional ``Leftovers`` ability.
 
 Every SDK error goes through :func:`translate_error` (the CRT's through
 ``translate_crt_error``; both classify S3 error codes with
@@ -54,7 +64,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlencode
 
-from .base import BaseBackend, BeforeCommit, Capabilities, Entry, ObjectInfo, check_key, check_prefix
+from .base import BaseBackend, BeforeCommit, Capabilities, Entry, IncompleteUpload, ObjectInfo, check_key, check_prefix
 from .errors import (
     BackendError,
     BackendUnavailable,
@@ -71,11 +81,15 @@ try:
     import boto3
     import botocore.config
     import botocore.exceptions
+    import urllib3.exceptions
 except ImportError:  # pragma: no cover - boto3 is a dependency of the project
     boto3 = None
     _SDK_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
 else:
-    _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, TimeoutError, ConnectionError)
+    # urllib3's ProtocolError: botocore lets it through when an error answer's body (a 404's XML)
+    # is cut short or reset, since it reads that body outside its own error handling.
+    _SDK_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, urllib3.exceptions.ProtocolError,
+                   TimeoutError, ConnectionError)
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +182,7 @@ def translate_error(exc: BaseException, key: str | None = None) -> BackendError:
         )):
             return TransientError(message, key=key)
         return BackendError(message, key=key)
-    if isinstance(exc, (TimeoutError, ConnectionError)):
+    if isinstance(exc, (TimeoutError, ConnectionError)) or (boto3 is not None and isinstance(exc, urllib3.exceptions.ProtocolError)):
         return TransientError(f"{where}: {exc}", key=key)
     return BackendError(f"{where}: {exc}", key=key)
 
@@ -193,7 +207,8 @@ class S3Backend(BaseBackend):
         self.options = options
         self.url = _format_url(bucket, root, options)
         self.capabilities = Capabilities(empty_prefixes=False, default_concurrency=options.max_concurrency,
-                                         max_object_size=MAX_OBJECT_SIZE, listing_md5=options.listing_md5)
+                                         max_object_size=MAX_OBJECT_SIZE, listing_md5=options.listing_md5,
+                                         incomplete_uploads=True)
         session = _make_session(options)
         self._client = _make_client(session, options)
         self._crt, why_not = make_crt_uploads(session, self._client, bucket, options)
@@ -238,7 +253,7 @@ class S3Backend(BaseBackend):
 
     def open_read(self, key: str) -> BinaryIO:
         response = self._call(self._client.get_object, key, Key=self._object_key(key))
-        return _ObjectReader(response["Body"], key)  # type: ignore[return-value]
+        return _ObjectReader(response["Body"], key, response.get("ContentLength"))  # type: ignore[return-value]
 
     # -- writing ---------------------------------------------------------------
 
@@ -356,38 +371,68 @@ class S3Backend(BaseBackend):
 
     def iter_children(self, prefix: str) -> Iterator[Entry]:
         full = self._object_prefix(prefix)
-        for page in self._pages(full, delimiter=True):
+        for page in self._pages("list_objects_v2", full, Prefix=full, Delimiter="/"):
             for common in page.get("CommonPrefixes", ()):
-                name = common["Prefix"][len(full):].rstrip("/")
-                if _is_name(name):
-                    yield Entry(name, True)
+                yield Entry(common["Prefix"][len(full):-1], True)
             for item in page.get("Contents", ()):
                 name = item["Key"][len(full):]
-                if _is_name(name):
+                if not _is_folder_marker(name, int(item["Size"])):
                     yield Entry(name, False)
 
     def iter_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         full = self._object_prefix(prefix)
-        strip = len(self.root) + 1 if self.root else 0
-        for page in self._pages(full, delimiter=False):
+        for page in self._pages("list_objects_v2", full, Prefix=full):
             for item in page.get("Contents", ()):
-                key = item["Key"][strip:]
-                if _is_key(key):
-                    yield ObjectInfo(key, int(item["Size"]), _md5_of_etag(item.get("ETag")), _etag(item.get("ETag")))
+                key, size = self._relative(item["Key"]), int(item["Size"])
+                if not _is_folder_marker(key, size):
+                    yield ObjectInfo(key, size, _md5_of_etag(item.get("ETag")), _etag(item.get("ETag")))
 
-    def _pages(self, full_prefix: str, *, delimiter: bool) -> Iterator[dict[str, Any]]:
-        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix}
-        if delimiter:
-            params["Delimiter"] = "/"
-        pages = iter(self._client.get_paginator("list_objects_v2").paginate(**params))
+    def _relative(self, object_key: str) -> str:
+        """The backend's key for an S3 key under the root directory, as stored (maybe malformed)."""
+        return object_key[len(self.root) + 1:] if self.root else object_key
+
+    def _pages(self, operation: str, where: str, **params: Any) -> Iterator[dict[str, Any]]:
+        pages = iter(self._client.get_paginator(operation).paginate(Bucket=self.bucket, **params))
         while True:
             try:
                 page = next(pages)
             except StopIteration:
                 return
             except _SDK_ERRORS as exc:
-                raise translate_error(exc, full_prefix) from exc
+                raise translate_error(exc, where) from exc
             yield page
+
+    # -- leftovers (the optional Leftovers ability) ------------------------------------
+
+    def iter_incomplete_uploads(self, prefix: str) -> Iterator[IncompleteUpload]:
+        """Multipart uploads under ``prefix`` never completed nor aborted, with the bytes their parts hold."""
+        full = self._object_prefix(prefix)
+        for page in self._pages("list_multipart_uploads", full, Prefix=full):
+            for upload in page.get("Uploads", ()):
+                size = self._parts_size(upload["Key"], upload["UploadId"])
+                if size is not None:
+                    yield IncompleteUpload(self._relative(upload["Key"]), upload["UploadId"], upload["Initiated"], size)
+
+    def _parts_size(self, object_key: str, upload_id: str) -> int | None:
+        """Bytes the upload's parts hold; None when it ended meanwhile."""
+        size = 0
+        try:
+            for page in self._client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=object_key, UploadId=upload_id):
+                size += sum(int(part["Size"]) for part in page.get("Parts", ()))
+        except _SDK_ERRORS as exc:
+            if _error_code(exc) == "NoSuchUpload":
+                return None
+            raise translate_error(exc, self._relative(object_key)) from exc
+        return size
+
+    def abort_incomplete_upload(self, upload: IncompleteUpload) -> None:
+        """Abort an upload ``iter_incomplete_uploads`` listed (its key as listed, even malformed)."""
+        object_key = f"{self.root}/{upload.key}" if self.root else upload.key
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload.upload_id)
+        except _SDK_ERRORS as exc:
+            if _error_code(exc) != "NoSuchUpload":
+                raise translate_error(exc, upload.key) from exc
 
     def close(self) -> None:
         with self._executor_lock:
@@ -411,7 +456,7 @@ def _make_session(options: S3Options):
 
 def _make_client(session, options: S3Options):
     config = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": options.max_attempts},
+        retries={"mode": "standard", "total_max_attempts": options.max_attempts},  # max_attempts would count retries only
         max_pool_connections=2 * options.max_concurrency,
         connect_timeout=10,
         read_timeout=60,
@@ -469,16 +514,23 @@ def _read_up_to(stream: BinaryIO, limit: int) -> bytes:
     return b"".join(pieces)
 
 
-def _is_name(name: str) -> bool:
-    return bool(name) and "/" not in name and name not in (".", "..")
-
-
-def _is_key(key: str) -> bool:
+def _is_folder_marker(key: str, size: int) -> bool:
+    """A zero-byte object named like a directory (``a/b/``, or the listed prefix itself: ``""``), as
+    S3 consoles create for "folders": no object of a registry's, skipped like a directory's own entry."""
+    if size != 0:
+        return False
+    if key == "":
+        return True
     try:
-        check_key(key)
+        return key.endswith("/") and bool(check_key(key[:-1]))
     except InvalidKey:
         return False
-    return True
+
+
+def _error_code(exc: BaseException) -> str:
+    if boto3 is not None and isinstance(exc, botocore.exceptions.ClientError):
+        return str((exc.response.get("Error", {}) or {}).get("Code", "") or "")
+    return ""
 
 
 def _raise_first_failure(futures: list[Future]) -> None:
@@ -503,23 +555,54 @@ class _Prepended:
 
 
 class _ObjectReader(io.RawIOBase):
-    """An object's bytes as a stream: the response body, with errors translated."""
+    """An object's bytes as a stream: the response body, with errors translated.
 
-    def __init__(self, body, key: str) -> None:
+    ``read(n)`` returns ``n`` bytes unless the object ends first. An answer
+    that ends before its announced ``length`` (a truncated response; botocore
+    notices only at its next read, and not in every case) raises
+    TransientError: a short read is a failed read, never the object's end.
+    """
+
+    def __init__(self, body, key: str, length: int | None) -> None:
         self._body = body
         self._key = key
+        self._length = length
+        self._received = 0
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        try:
-            return self._body.read(None if size is None or size < 0 else size)
-        except _SDK_ERRORS as exc:
-            raise translate_error(exc, self._key) from exc
+        if size is None or size < 0:
+            return self.readall()
+        pieces: list[bytes] = []
+        remaining = size
+        while remaining > 0:
+            piece = self._read_once(remaining)
+            if not piece:
+                break
+            pieces.append(piece)
+            remaining -= len(piece)
+        return b"".join(pieces)
 
     def readall(self) -> bytes:
-        return self.read(-1)
+        pieces: list[bytes] = []
+        while piece := self._read_once(_READ_BLOCK):
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    def _read_once(self, size: int) -> bytes:
+        try:
+            piece = self._body.read(size)
+        except _SDK_ERRORS as exc:
+            raise translate_error(exc, self._key) from exc
+        self._received += len(piece)
+        if not piece and size > 0 and self._length is not None and self._received < self._length:
+            raise TransientError(
+                f"{self._key}: the answer ended after {self._received} of its {self._length} bytes (cut short in transit; read again)",
+                key=self._key,
+            )
+        return piece
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))

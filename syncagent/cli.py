@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import threading
 
 from backends import BackendUnavailable, ConfigurationError, open_backend
 
@@ -21,6 +22,7 @@ from .layout import Digest
 from .report import Report
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+DEFAULT_UPLOAD_AGE, DEFAULT_UPLOAD_AGE_TEXT = 24 * 3600.0, "24h"
 
 
 def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
@@ -75,6 +77,13 @@ def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     verify.add_argument("--against", metavar="DST", help="compare with this destination: missing, stale and extra tags, missing revisions")
     verify.add_argument("--deep", action="store_true", help="re-hash all blob data and report any that does not match its digest")
     verify.add_argument("--repair", action="store_true", help="with --against: re-sync what is missing, stale or broken on DST, then check again")
+    verify.add_argument(
+        "--abort-uploads-older-than",
+        type=_duration,
+        metavar="AGE",
+        help="with --repair: abort DST's incomplete multipart uploads started at least AGE ago (e.g. 30m, 1h, 2d; 0: all); "
+        f"younger ones may be a live sync's (default {DEFAULT_UPLOAD_AGE_TEXT})",
+    )
     verify.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, metavar="N", help=f"parallel reads (default {DEFAULT_JOBS})")
     verify.add_argument("--repo", action="append", default=[], metavar="GLOB", help="only repositories matching GLOB (repeatable)")
     verify.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
@@ -160,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             from .watch_cli import run_watch
 
             return run_watch(args)
-        if args.command == "sync":
-            return _sync(args)
-        return _verify(args)
+        status = _sync(args) if args.command == "sync" else _verify(args)
+        sys.stdout.flush()  # here, not at exit, where a reader that left would cost a traceback
+        return status
     except (ConfigurationError, BackendUnavailable) as exc:
         print(f"syncagent: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -170,12 +179,47 @@ def main(argv: list[str] | None = None) -> int:
         print("syncagent: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the reader left (| head): no traceback
-        return EXIT_BROKEN_PIPE
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of stdout left (``| head``): exit 141, as a shell reports SIGPIPE, and send what
+    is still buffered to /dev/null, so that flushing it at exit raises nothing."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
+class _PlanPrinter:
+    """Prints a dry run's plan lines on stdout as the engine's worker threads announce them.
+
+    When the reader of stdout goes away (``| head``), the first write that meets
+    the broken pipe cancels the engine: the run stops cleanly, and no worker
+    meets the broken pipe (each would report an internal error).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.reader_gone = False
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, data: dict) -> None:
+        if event != "plan":
+            return
+        with self._lock:
+            if self.reader_gone:
+                return
+            try:
+                sys.stdout.write(data["line"] + "\n")
+            except BrokenPipeError:
+                self.reader_gone = True
+                self.engine.cancel()
 
 
 def _sync(args) -> int:
+    from .discovery import require_registry
+
     source = open_backend(args.source)
+    require_registry(source)
     dest = open_backend(args.dest)
     if args.prune_blobs and not args.delete:
         print("syncagent: --prune-blobs needs --delete", file=sys.stderr)
@@ -207,8 +251,10 @@ def _sync(args) -> int:
         check_published_tags(report, checker)
     engine = Engine(source, dest, options, report)
     show_progress = not args.json and sys.stderr.isatty()
+    printer = None
     if args.dry_run and not args.json:
-        report.subscribe(lambda event, data: event == "plan" and print(data["line"]))
+        printer = _PlanPrinter(engine)
+        report.subscribe(printer)
     try:
         if show_progress:
             from rich.console import Console
@@ -222,6 +268,8 @@ def _sync(args) -> int:
     finally:
         source.close()
         dest.close()
+    if printer is not None and printer.reader_gone:
+        return _reader_gone()
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -235,13 +283,16 @@ def _verify(args) -> int:
     if args.repair and not args.against:
         print("syncagent: --repair needs --against DST", file=sys.stderr)
         return EXIT_USAGE
+    if args.abort_uploads_older_than is not None and not args.repair:
+        print("syncagent: --abort-uploads-older-than needs --repair", file=sys.stderr)
+        return EXIT_USAGE
     select = (lambda name: any(fnmatch.fnmatchcase(name, p) for p in args.repo)) if args.repo else None
     checker = _registry_checker(args)
     target = open_backend(args.target)
     dest = open_backend(args.against) if args.against else None
     try:
         if dest is None:
-            report = verify_backend(target, repositories=select, deep=args.deep, jobs=args.jobs)
+            report = verify_backend(target, repositories=select, deep=args.deep, jobs=args.jobs, require_registry=True)
             if checker is not None:
                 from .registry_check import check_backend_tags
 
@@ -257,7 +308,10 @@ def _verify(args) -> int:
 
 def _verify_against(args, source, dest, select, checker=None) -> int:
     from .compare import compare
+    from .discovery import require_registry
     from .verify import verify_backend
+
+    require_registry(source)
 
     def check_dest() -> Report:
         report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)
@@ -274,10 +328,15 @@ def _verify_against(args, source, dest, select, checker=None) -> int:
     result: dict = {"comparison": comparison.as_dict(), "destination": _verify_summary(dest_report)}
     if source_report.problems:
         result["source_problems"] = [p.as_dict() for p in source_report.problems]
-    repaired = None
+    repaired = cleaned = None
     if args.repair and (comparison.differs or not dest_report.ok):
         repaired = _repair(source, dest, comparison, dest_report, args.jobs)
         result["repair"] = repaired.as_dict()
+    if args.repair and dest_report.counters.get("incomplete_uploads"):
+        cleaned = _abort_uploads(dest, args)
+        result["uploads"] = {k: cleaned.counters.get(k, 0) for k in ("uploads_aborted", "upload_bytes_freed", "uploads_kept")}
+        result["uploads"]["problems"] = [p.as_dict() for p in cleaned.problems]
+    if repaired is not None or cleaned is not None:
         comparison = compare(source, dest, Report(), repositories=select)
         dest_report = check_dest()
         result["after_repair"] = {"comparison": comparison.as_dict(), "destination": _verify_summary(dest_report)}
@@ -297,12 +356,40 @@ def _verify_against(args, source, dest, select, checker=None) -> int:
                 f"repair: {c['tags_published']} tags published, {c.get('revisions_repaired', 0) + c['revisions_published']} revisions written, "
                 f"{c['blobs_copied']} blobs copied ({_size(c['bytes_copied'])}); {len(repaired.problems)} problems"
             )
+        if cleaned is not None:
+            c = cleaned.counters
+            print(
+                f"incomplete uploads: {c.get('uploads_aborted', 0)} aborted ({_size(c.get('upload_bytes_freed', 0))}), "
+                f"{c.get('uploads_kept', 0)} kept (younger than {_age_text(_upload_age(args))}, or a registry's own)"
+            )
+            for problem in cleaned.problems:
+                print(f"  {problem.describe()}")
+        if repaired is not None or cleaned is not None:
             print(f"after repair: {_differences(comparison)}")
             if comparison.differs:
                 print(comparison.table())
         _print_verify(args, dest_report, dest.url, heading="destination")
-    differs = comparison.differs or not dest_report.ok or (repaired is not None and not repaired.ok)
+    differs = comparison.differs or not dest_report.ok or any(r is not None and not r.ok for r in (repaired, cleaned))
     return EXIT_PROBLEMS if differs else EXIT_OK
+
+
+def _upload_age(args) -> float:
+    return DEFAULT_UPLOAD_AGE if args.abort_uploads_older_than is None else args.abort_uploads_older_than
+
+
+def _abort_uploads(dest, args) -> Report:
+    from .verify import abort_incomplete_uploads
+
+    report = Report()
+    abort_incomplete_uploads(dest, _upload_age(args), report)
+    return report
+
+
+def _age_text(seconds: float) -> str:
+    for unit, length in (("h", 3600), ("m", 60)):
+        if seconds >= length and seconds % length == 0:
+            return f"{seconds / length:.0f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def _differences(comparison) -> str:
@@ -326,7 +413,8 @@ def _repair(source, dest, comparison, dest_report: Report, jobs: int) -> Report:
 def _verify_summary(report: Report) -> dict:
     summary = report.as_dict()
     keys = ("repositories", "tags_whole", "revisions_whole", "blobs", "unlinked_blobs", "reclaimable_bytes",
-            "abandoned_uploads", "upload_bytes", "temporary_files", "blobs_hashed", "bytes_hashed", "tags_checked")
+            "abandoned_uploads", "upload_bytes", "temporary_files", "incomplete_uploads", "incomplete_upload_bytes",
+            "blobs_hashed", "bytes_hashed", "tags_checked")
     result = {"ok": report.ok, **{k: summary.get(k, 0) for k in keys}, "problems": summary["problems"]}
     result["findings"] = summary.get("findings", [])
     return result
@@ -352,6 +440,9 @@ def _print_verify(args, report: Report, url: str, heading: str = "verify") -> No
         print(f"  abandoned uploads {c['abandoned_uploads']} objects ({_size(c['upload_bytes'])})")
     if c.get("temporary_files"):
         print(f"  leftover temporary files {c['temporary_files']}")
+    if c.get("incomplete_uploads"):
+        print(f"  incomplete uploads {c['incomplete_uploads']} ({_size(c['incomplete_upload_bytes'])}; "
+              f"verify SRC --against DST --repair aborts those older than {DEFAULT_UPLOAD_AGE_TEXT})")
     _print_problems(report)
 
 

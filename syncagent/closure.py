@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backends import Backend, BackendError, NotFound
+from backends import Backend, BackendError, NotFound, SymlinkRefused
 
 from .discovery import UnreadableLink, read_link, read_small
 from .layout import BlobData, Digest, LayerLink, RevisionLink, key_of
@@ -52,14 +52,24 @@ LoadManifest = Callable[[Digest], Manifest]
 def read_manifest(backend: Backend, digest: Digest) -> tuple[bytes, Manifest]:
     """A stored manifest's bytes, checked against its digest, and its parsed references.
 
-    Raises ClosureError (missing-blob, read-failed, digest-mismatch, malformed-manifest).
+    Raises ClosureError (missing-blob, read-failed, symlink-refused, manifest-too-large,
+    digest-mismatch, malformed-manifest). A read that fails or comes up short
+    is retried (``read_small``), then read-failed; digest-mismatch is said
+    only of a whole manifest, read to its end, whose bytes hash otherwise.
+    One larger than MAX_MANIFEST_BYTES is manifest-too-large, and no more of
+    it than the limit and one byte is read.
     """
+    key = key_of(BlobData(digest))
     try:
-        data = read_small(backend, key_of(BlobData(digest)), MAX_MANIFEST_BYTES)
+        data = read_small(backend, key, MAX_MANIFEST_BYTES)
     except NotFound:
         raise ClosureError("missing-blob", digest, "manifest blob missing") from None
+    except SymlinkRefused as exc:
+        raise ClosureError("symlink-refused", digest, str(exc)) from exc
     except BackendError as exc:
         raise ClosureError("read-failed", digest, f"cannot read the manifest: {exc}") from exc
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ClosureError("manifest-too-large", digest, f"manifest blob of {_size_of(backend, key)} exceeds {MAX_MANIFEST_BYTES}")
     hasher = digest.hasher()
     hasher.update(data)
     if hasher.hexdigest() != digest.hex:
@@ -68,6 +78,14 @@ def read_manifest(backend: Backend, digest: Digest) -> tuple[bytes, Manifest]:
         return data, parse_manifest(data)
     except MalformedManifest as exc:
         raise ClosureError("malformed-manifest", digest, str(exc)) from None
+
+
+def _size_of(backend: Backend, key: str) -> str:
+    """"N bytes" for an object found larger than a limit (one stat), or "more bytes" if it cannot be had."""
+    try:
+        return f"{backend.stat(key).size} bytes"
+    except BackendError:
+        return "more bytes"
 
 
 def resolve_closure(root: Digest, load_manifest: LoadManifest) -> Closure:
@@ -117,7 +135,7 @@ def missing_from(
             return True
         try:
             backend.stat(key_of(BlobData(digest)))
-        except NotFound:
+        except (NotFound, SymlinkRefused):  # a link is not the blob (a copy replaces it, or is refused)
             return False
         if present_blobs is not None:
             present_blobs.add(digest)
@@ -128,7 +146,7 @@ def missing_from(
             return True
         try:
             holds = read_link(backend, key, attempts=1) == digest
-        except (NotFound, UnreadableLink):
+        except (NotFound, UnreadableLink, SymlinkRefused):
             return False
         if holds and confirmed_links is not None:
             confirmed_links[key] = digest

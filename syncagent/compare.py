@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backends import Backend, NotFound
+from backends import Backend, NotFound, SymlinkRefused
 
 from .discovery import RepositoryState, iter_repositories, read_repository
 from .layout import TagIndexLink, key_of
@@ -108,7 +108,7 @@ def missing_history(dest: Backend, dst: RepositoryState, src: RepositoryState) -
             continue
         try:
             dest.stat(key_of(TagIndexLink(dst.name, tag, digest)))
-        except NotFound:
+        except (NotFound, SymlinkRefused):  # a link in its place is no history link (a repair replaces it)
             lacking.append(tag)
     return lacking
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backends import Backend, NotFound
+from backends import Backend, BackendError, NotFound
 
 from .discovery import RepositoryState, iter_repositories, read_repository, read_small
 from .layout import (
@@ -36,6 +36,7 @@ from .layout import (
     Digest,
     InvalidPath,
     TagCurrentLink,
+    is_digest_algorithm,
     key_of,
     layers_prefix,
     parse_key,
@@ -43,7 +44,7 @@ from .layout import (
     validate_tag,
 )
 from .manifest import MAX_MANIFEST_BYTES, MalformedManifest, Manifest, parse_manifest
-from .report import Report
+from .report import Problem, Report
 from .steps import DeleteLayerLink, DeleteRevision, DeleteTag, RepositoryPlan
 
 
@@ -94,7 +95,7 @@ class DeletePlan:
 def list_layer_links(backend: Backend, repository: str) -> set[Digest]:
     digests: set[Digest] = set()
     for algorithm in backend.iter_children(layers_prefix(repository)):
-        if not algorithm.is_prefix:
+        if not algorithm.is_prefix or not is_digest_algorithm(algorithm.name):
             continue
         for entry in backend.iter_children(layers_prefix(repository, algorithm.name)):
             try:
@@ -187,25 +188,43 @@ def tag_keys(dest: Backend, repository: str, tag: str) -> tuple[str, ...]:
 
 def prune_blobs(source: Backend, dest: Backend, report: Report, *, dry_run: bool) -> None:
     """Delete blob data no destination repository links and the source lacks (``--prune-blobs``).
-    Raises BackendError when the destination cannot be read whole."""
+
+    Nothing is pruned when what the repositories link cannot be known whole: a
+    listing or read fails, or a symbolic link hides part of them (a registry
+    would follow it; this agent does not).
+    """
     linked: set[Digest] = set()
-    for repository in iter_repositories(dest):
-        state = read_repository(dest, repository)
-        linked |= state.revisions
-        linked |= list_layer_links(dest, repository)
-    for info in dest.iter_objects(BLOBS_PREFIX):
-        try:
-            spec = parse_key(info.key)
-        except InvalidPath:
-            continue
-        if not isinstance(spec, BlobData) or spec.digest in linked or source_has(source, info.key):
-            continue
-        if dry_run:
-            report.plan(f"delete {info.key}")
-        else:
-            dest.delete(info.key)
-        report.count("blobs_deleted")
-        report.count("bytes_deleted", info.size)
+    hidden: list[Problem] = []
+    try:
+        for repository in iter_repositories(dest, hidden.append):
+            state = read_repository(dest, repository, hidden.append)
+            linked |= state.revisions
+            linked |= list_layer_links(dest, repository)
+    except BackendError as exc:
+        report.add_problem(Problem("delete-skipped", f"no blob pruned: {exc}", key=exc.key))
+        return
+    links = [p.key for p in hidden if p.kind == "symlink-refused"]
+    if links:
+        report.add_problem(Problem(
+            "delete-skipped", f"no blob pruned: {len(links)} symbolic link(s) hide what the destination links", key=links[0],
+        ))
+        return
+    try:
+        for info in dest.iter_objects(BLOBS_PREFIX):
+            try:
+                spec = parse_key(info.key)
+            except InvalidPath:
+                continue
+            if not isinstance(spec, BlobData) or spec.digest in linked or source_has(source, info.key):
+                continue
+            if dry_run:
+                report.plan(f"delete {info.key}")
+            else:
+                dest.delete(info.key)
+            report.count("blobs_deleted")
+            report.count("bytes_deleted", info.size)
+    except BackendError as exc:
+        report.add_problem(Problem("delete-failed", f"pruning blobs stopped: {exc}", key=exc.key))
 
 
 def source_has(source: Backend, key: str) -> bool:

@@ -2,7 +2,9 @@
 
 Listings stream. Links that are empty or do not parse are re-read a few times
 before they are given up on: registry 2.8's filesystem driver rewrites a link in
-place (truncate, then write), so a reader can catch it half-written.
+place (truncate, then write), so a reader can catch it half-written. Small
+reads that fail transiently (a lost connection, an answer cut short) are
+retried with backoff (``READ_RETRY_DELAYS``).
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from backends import Backend, NotFound
+from backends import Backend, BackendError, ConfigurationError, Entry, NotFound, ObjectInfo, SymlinkRefused, TransientError
 
 from .layout import (
     REPOSITORIES_PREFIX,
+    ROOT,
+    ROOT_NAME,
+    ROOT_PARENT,
     Digest,
     InvalidPath,
     RevisionLink,
     TagCurrentLink,
     format_link,
+    is_digest_algorithm,
     key_of,
     parse_link,
     revisions_prefix,
@@ -33,12 +39,52 @@ from .report import Problem
 
 LINK_READ_ATTEMPTS = 5
 LINK_RETRY_DELAY = 0.02
+READ_RETRY_DELAYS = (0.2, 1.0, 3.0)
 
 OnProblem = Callable[[Problem], None]
 
 
 def _ignore(problem: Problem) -> None:
     pass
+
+
+class NotARegistry(ConfigurationError):
+    """The backend holds no registry tree: a path or prefix that is not a registry's root directory."""
+
+
+def require_registry(backend: Backend) -> None:
+    """Raise NotARegistry unless ``backend`` holds ``docker/registry/v2``.
+
+    On a filesystem that is the directory (an empty registry has it); on
+    stores without empty prefixes (S3, RADOS) at least one object below it.
+    So a path or prefix mistyped into a parent directory, or one that does not
+    exist, is an error, not a healthy empty replica. A fresh destination is
+    not asked this: it is legitimately empty; nor is one that carries
+    syncagent's replica marker (a replica whose first pass published nothing yet).
+    """
+    found = False
+    try:
+        for entry in backend.iter_children(ROOT_PARENT + "/"):
+            found = found or (entry.is_prefix and entry.name == ROOT_NAME)
+    except NotFound as exc:
+        raise NotARegistry(f"{backend.url} does not exist") from exc
+    except SymlinkRefused as exc:
+        if not found:
+            raise NotARegistry(f"no {ROOT} in {backend.url}: {exc}") from exc
+    if not found and not _marked_replica(backend):
+        raise NotARegistry(
+            f"no {ROOT} in {backend.url}: not a registry's storage root (give the directory or prefix holding docker/)"
+        )
+
+
+def _marked_replica(backend: Backend) -> bool:
+    from .replica import MARKER_KEY  # replica.py reads repositories with this module
+
+    try:
+        backend.stat(MARKER_KEY)
+    except BackendError:
+        return False
+    return True
 
 
 class UnreadableLink(Exception):
@@ -62,12 +108,54 @@ def read_link(backend: Backend, key: str, *, attempts: int = LINK_READ_ATTEMPTS)
 
 
 def read_small(backend: Backend, key: str, limit: int) -> bytes:
-    """At most ``limit`` + 1 bytes of an object (callers check for the excess)."""
+    """At most ``limit`` + 1 bytes of an object (callers check for the excess).
+
+    A TransientError is retried after each of ``READ_RETRY_DELAYS``, then
+    raised again, saying how many reads failed. The bytes returned are the
+    object's (a backend's stream never ends early: see ``Backend.open_read``).
+    """
+    for attempt, delay in enumerate((*READ_RETRY_DELAYS, None), start=1):
+        try:
+            return _read_once(backend, key, limit + 1)
+        except TransientError as exc:
+            if delay is None:
+                raise TransientError(f"{exc} (read {attempt} times)", key=exc.key) from exc
+        time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _read_once(backend: Backend, key: str, size: int) -> bytes:
     read_prefix = getattr(backend, "read_prefix", None)  # BaseBackend's, or a faster one of the backend's
     if read_prefix is not None:
-        return read_prefix(key, limit + 1)
+        return read_prefix(key, size)
     with backend.open_read(key) as stream:
-        return stream.read(limit + 1)
+        return stream.read(size)
+
+
+def list_children(backend: Backend, prefix: str, on_problem: OnProblem = _ignore, **where) -> list[Entry]:
+    """The children of ``prefix``; symbolic links the backend refuses are reported (``symlink-refused``,
+    with ``where``: repository, tag...) and left out, the rest is listed."""
+    children: list[Entry] = []
+    try:
+        for entry in backend.iter_children(prefix):
+            children.append(entry)
+    except SymlinkRefused as exc:
+        report_symlinks(exc, on_problem, **where)
+    return children
+
+
+def objects_under(backend: Backend, prefix: str, on_problem: OnProblem = _ignore, **where) -> Iterator[ObjectInfo]:
+    """``backend.iter_objects(prefix)``, with the symbolic links it refuses reported as ``list_children`` does."""
+    try:
+        yield from backend.iter_objects(prefix)
+    except SymlinkRefused as exc:
+        report_symlinks(exc, on_problem, **where)
+
+
+def report_symlinks(exc: SymlinkRefused, on_problem: OnProblem, **where) -> None:
+    """One ``symlink-refused`` problem per link the backend named."""
+    for key in exc.keys:
+        on_problem(Problem("symlink-refused", "a symbolic link: never followed, nothing read through it", key=key, **where))
 
 
 def iter_repositories(backend: Backend, on_problem: OnProblem = _ignore) -> Iterator[str]:
@@ -75,13 +163,13 @@ def iter_repositories(backend: Backend, on_problem: OnProblem = _ignore) -> Iter
 
     A directory is a repository when it holds ``_manifests``, ``_layers`` or
     ``_uploads``; it may also hold nested repositories. Names outside the
-    grammar are reported and not descended into.
+    grammar, and symbolic links, are reported and not descended into.
     """
     stack: list[str] = [""]
     while stack:
         name = stack.pop()
         prefix = REPOSITORIES_PREFIX + (name + "/" if name else "")
-        children = sorted(backend.iter_children(prefix), key=lambda e: e.name, reverse=True)
+        children = sorted(list_children(backend, prefix, on_problem), key=lambda e: e.name, reverse=True)
         is_repository = False
         nested: list[str] = []
         for entry in children:
@@ -125,7 +213,10 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
     state = RepositoryState(repository)
     hinted = getattr(backend.capabilities, "listing_md5", False)
     # A tag listing also lists every history link: worth it only when hints can spare the GETs.
-    tags = _tags_listed(backend, repository) if hinted and expected_tags else _tags_walked(backend, repository)
+    if hinted and expected_tags:
+        tags = _tags_listed(backend, repository, on_problem)
+    else:
+        tags = _tags_walked(backend, repository, on_problem)
     for tag, hint in tags:
         try:
             validate_tag(tag)
@@ -143,6 +234,8 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
             on_problem(Problem("missing-link", "tag has no current/link", repository=repository, tag=tag, key=key))
         except UnreadableLink as exc:
             on_problem(Problem("invalid-link", str(exc), repository=repository, tag=tag, key=key))
+        except SymlinkRefused as exc:
+            report_symlinks(exc, on_problem, repository=repository, tag=tag)
     if hinted:
         candidates = _revisions_listed(backend, repository, on_problem)
     else:
@@ -159,6 +252,9 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
         except UnreadableLink as exc:
             on_problem(Problem("invalid-link", str(exc), repository=repository, digest=str(digest), key=key))
             continue
+        except SymlinkRefused as exc:
+            report_symlinks(exc, on_problem, repository=repository, digest=str(digest))
+            continue
         if content != digest:
             on_problem(Problem("invalid-link", f"revision link holds {content}", repository=repository, digest=str(digest), key=key))
             continue
@@ -174,18 +270,18 @@ def _vouches(hint: tuple[str | None, int] | None, digest: Digest) -> bool:
     return hint[1] == len(content) and hint[0] == hashlib.md5(content).hexdigest()
 
 
-def _tags_walked(backend: Backend, repository: str) -> Iterator[tuple[str, None]]:
+def _tags_walked(backend: Backend, repository: str, on_problem: OnProblem) -> Iterator[tuple[str, None]]:
     """The tags of a repository: its tag directories."""
-    for entry in backend.iter_children(tags_prefix(repository)):
+    for entry in list_children(backend, tags_prefix(repository), on_problem, repository=repository):
         if entry.is_prefix:
             yield entry.name, None
 
 
-def _tags_listed(backend: Backend, repository: str) -> Iterator[tuple[str, tuple[str | None, int] | None]]:
+def _tags_listed(backend: Backend, repository: str, on_problem: OnProblem) -> Iterator[tuple[str, tuple[str | None, int] | None]]:
     """The tags of a repository from one recursive listing, with their current links' MD5 hints."""
     prefix = tags_prefix(repository)
     hints: dict[str, tuple[str | None, int] | None] = {}
-    for info in backend.iter_objects(prefix):
+    for info in objects_under(backend, prefix, on_problem, repository=repository):
         tag, _, rest = info.key[len(prefix):].partition("/")
         if not rest:
             continue  # an object beside the tag directories, not a tag
@@ -198,11 +294,15 @@ def _tags_listed(backend: Backend, repository: str) -> Iterator[tuple[str, tuple
 
 def _revisions_walked(backend: Backend, repository: str, on_problem: OnProblem) -> Iterator[tuple[Digest, None]]:
     """The revision digests a repository's directories name, one listing per algorithm."""
-    for algorithm_entry in backend.iter_children(revisions_prefix(repository)):
+    for algorithm_entry in list_children(backend, revisions_prefix(repository), on_problem, repository=repository):
         if not algorithm_entry.is_prefix:
             continue
+        if not is_digest_algorithm(algorithm_entry.name):
+            on_problem(Problem("invalid-name", f"unsupported digest algorithm {algorithm_entry.name[:20]!r}",
+                               repository=repository, key=revisions_prefix(repository) + algorithm_entry.name))
+            continue
         prefix = revisions_prefix(repository, algorithm_entry.name)
-        for entry in backend.iter_children(prefix):
+        for entry in list_children(backend, prefix, on_problem, repository=repository):
             if not entry.is_prefix:
                 continue
             try:
@@ -214,7 +314,7 @@ def _revisions_walked(backend: Backend, repository: str, on_problem: OnProblem) 
 def _revisions_listed(backend: Backend, repository: str, on_problem: OnProblem) -> Iterator[tuple[Digest, tuple[str | None, int]]]:
     """The revision links of a repository from one recursive listing, with their MD5 hints."""
     prefix = revisions_prefix(repository)
-    for info in backend.iter_objects(prefix):
+    for info in objects_under(backend, prefix, on_problem, repository=repository):
         parts = info.key[len(prefix):].split("/")
         if len(parts) != 3 or parts[2] != "link":
             continue

@@ -145,7 +145,10 @@ class Engine:
             completed = source_listed
             self._check_replication_scope()
             if self.options.delete and not self.cancelled.is_set():
-                self._delete_pass(source_repositories, source_listed)
+                try:
+                    self._delete_pass(source_repositories, source_listed)
+                except BackendError as exc:
+                    self.report.add_problem(Problem("delete-failed", f"the delete pass stopped: {exc}", key=exc.key))
         except KeyboardInterrupt:
             self.cancel()
             self.report.interrupted = True
@@ -314,7 +317,10 @@ class Engine:
         """Mark a destination this run starts filling from empty as a syncagent replica; then its
         repositories are not read (they are known empty: on S3 that saves two listings each)."""
         if not self.options.dry_run:
-            self._dest_empty = mark_if_fresh(self.dest, self.source.url)
+            try:
+                self._dest_empty = mark_if_fresh(self.dest, self.source.url)
+            except BackendError as exc:  # the pass reads the destination as usual; a later one marks it
+                log.warning("cannot check or write the replica marker on %s: %s", self.dest.url, exc)
 
     def _destination_has_blobs(self) -> bool:
         """False when the destination holds no blob data at all (one listing): nothing to stat then."""

@@ -8,8 +8,10 @@
 4. the body is parsed; every change it brings is written to the journal
    (committed, on disk) and queued, and only then is 200 sent. A journal that
    cannot be written -> 503: not acknowledged, so the registry retries;
-5. an authenticated body that is not an event envelope, or events that are
-   malformed or name an invalid repository: logged, counted, answered **200**.
+5. an authenticated body that is not an event envelope (counted as
+   ``malformed``, or ``too-deep`` for JSON nested deeper than any envelope),
+   or events that are malformed or name an invalid repository: logged,
+   counted, answered **200**.
    Distribution's notification sink retries anything outside 200-399 for ever,
    one event at a time, so a 4xx here would wedge the registry's queue behind
    an event that can never succeed.
@@ -39,6 +41,9 @@ from .notifications import ACCEPTED_CONTENT_TYPES, MalformedEnvelope, parse_enve
 log = logging.getLogger("syncagent.http")
 
 REQUEST_TIMEOUT = 15.0
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues before the server accepts them (socketserver's default is 5:
+a burst of a few hundred connections would see resets). The kernel caps it at net.core.somaxconn."""
 DRAIN_LIMIT = 8 * 1024 * 1024
 DRAIN_TIMEOUT = 2.0
 
@@ -60,6 +65,7 @@ class EndpointContext:
 class ServiceHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], context: EndpointContext) -> None:
         self.context = context
@@ -189,9 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise MalformedEnvelope(f"content type {content_type[:100]!r} is not {ACCEPTED_CONTENT_TYPES[0]}")
             outcome = parse_envelope(body)
         except MalformedEnvelope as exc:
-            context.metrics.events_rejected.labels("malformed").inc()
+            context.metrics.events_rejected.labels(exc.reason).inc()
             log.warning("authenticated request with a malformed body from %s: %s", self.client_address[0], exc,
-                        extra={"client": self.client_address[0], "reason": "malformed"})
+                        extra={"client": self.client_address[0], "reason": exc.reason})
             self._send_json(200, {"queued": 0, "ignored": 0, "rejected": 1, "error": str(exc)[:300]})
             return
         for reason, detail in outcome.rejected:

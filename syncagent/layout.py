@@ -12,6 +12,9 @@ This is the one place that builds or parses storage keys (distribution's
 Anything that does not parse -- uploads in progress, temporary files, names
 outside the grammar (which is also how path traversal is refused) -- raises
 :class:`InvalidPath` and is never written.
+
+Messages may quote keys and names (they come from listings), never what a
+file holds: content that does not parse is described by :func:`describe_content`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Union
 
 ROOT = "docker/registry/v2"
+ROOT_PARENT, _, ROOT_NAME = ROOT.rpartition("/")
 BLOBS_PREFIX = f"{ROOT}/blobs/"
 REPOSITORIES_PREFIX = f"{ROOT}/repositories/"
 
@@ -38,6 +42,13 @@ class InvalidPath(ValueError):
     """A name, tag, digest, link or key that is not part of the registry layout."""
 
 
+def describe_content(data: bytes | str) -> str:
+    """How a report names content it must not quote (it may be a secret planted in a link or a
+    manifest): its length and the first hex digits of its SHA-256, e.g. ``412 bytes (sha256 3f2a9c01d4e5)``."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    return f"{len(raw)} bytes (sha256 {hashlib.sha256(raw).hexdigest()[:12]})"
+
+
 @dataclass(frozen=True, order=True)
 class Digest:
     """A content digest such as ``sha256:<64 hex>``."""
@@ -47,18 +58,19 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> "Digest":
+        """A digest from text read from storage or the network; the message never quotes ``text``."""
         algorithm, sep, hexpart = text.partition(":")
-        if not sep:
-            raise InvalidPath(f"not a digest: {text[:100]!r}")
-        return cls.of(algorithm, hexpart)
+        why = _why_not(algorithm, hexpart) if sep else "no algorithm"
+        if why is not None:
+            raise InvalidPath(f"{describe_content(text)} that are not a digest ({why})")
+        return cls(algorithm, hexpart)
 
     @classmethod
     def of(cls, algorithm: str, hexpart: str) -> "Digest":
-        length = _HEX_LENGTHS.get(algorithm)
-        if length is None:
-            raise InvalidPath(f"unsupported digest algorithm {algorithm[:20]!r}")
-        if len(hexpart) != length or not _HEX.fullmatch(hexpart):
-            raise InvalidPath(f"malformed {algorithm} digest {hexpart[:140]!r}")
+        """A digest from the components of a key (quoted in the message: keys may be named)."""
+        why = _why_not(algorithm, hexpart)
+        if why is not None:
+            raise InvalidPath(f"{why}: {algorithm[:20]!r}, {hexpart[:140]!r}")
         return cls(algorithm, hexpart)
 
     def hasher(self):
@@ -70,6 +82,16 @@ class Digest:
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
+
+
+def _why_not(algorithm: str, hexpart: str) -> str | None:
+    """Why these are not a digest's algorithm and hex (without quoting them), or None."""
+    length = _HEX_LENGTHS.get(algorithm)
+    if length is None:
+        return "unsupported digest algorithm"
+    if len(hexpart) != length or not _HEX.fullmatch(hexpart):
+        return f"a {algorithm} digest is {length} lowercase hex digits"
+    return None
 
 
 class DigestSet:
@@ -156,14 +178,25 @@ def tags_prefix(repository: str) -> str:
     return f"{repository_prefix(repository)}_manifests/tags/"
 
 
+def is_digest_algorithm(name: str) -> bool:
+    """Whether ``name`` is a digest algorithm of the layout (a directory name under revisions/ or _layers/)."""
+    return name in _HEX_LENGTHS
+
+
+def _algorithm_directory(algorithm: str) -> str:
+    if not is_digest_algorithm(algorithm):
+        raise InvalidPath(f"unsupported digest algorithm {algorithm[:20]!r}")
+    return f"{algorithm}/"
+
+
 def revisions_prefix(repository: str, algorithm: str | None = None) -> str:
     base = f"{repository_prefix(repository)}_manifests/revisions/"
-    return base if algorithm is None else f"{base}{algorithm}/"
+    return base if algorithm is None else base + _algorithm_directory(algorithm)
 
 
 def layers_prefix(repository: str, algorithm: str | None = None) -> str:
     base = f"{repository_prefix(repository)}_layers/"
-    return base if algorithm is None else f"{base}{algorithm}/"
+    return base if algorithm is None else base + _algorithm_directory(algorithm)
 
 
 def key_of(spec: PathSpec) -> str:
@@ -224,9 +257,12 @@ def parse_link(data: bytes) -> Digest:
     if not data:
         raise InvalidPath("empty link")
     if len(data) > LINK_MAX_BYTES:
-        raise InvalidPath(f"link of {len(data)} bytes")
+        raise InvalidPath(f"link of {describe_content(data)}: longer than {LINK_MAX_BYTES}")
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
-        raise InvalidPath("link is not ASCII") from None
-    return Digest.parse(text)
+        raise InvalidPath(f"link of {describe_content(data)}: not ASCII") from None
+    try:
+        return Digest.parse(text)
+    except InvalidPath as exc:
+        raise InvalidPath(f"link of {exc}") from None

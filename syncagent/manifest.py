@@ -11,11 +11,11 @@ index child or a subject) must be present and revision-linked. Foreign layers
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Literal
 
-from .layout import Digest, InvalidPath
+from .jsonsafe import MalformedJSON, loads_bounded
+from .layout import Digest, InvalidPath, describe_content
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
@@ -65,9 +65,9 @@ def parse_manifest(data: bytes) -> Manifest:
     if len(data) > MAX_MANIFEST_BYTES:
         raise MalformedManifest(f"manifest of {len(data)} bytes exceeds {MAX_MANIFEST_BYTES}")
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedManifest(f"not valid JSON: {exc}") from None
+        doc = loads_bounded(data)
+    except MalformedJSON as exc:
+        raise MalformedManifest(str(exc)) from None
     if not isinstance(doc, dict):
         raise MalformedManifest("not a JSON object")
     media_type = doc.get("mediaType") or ""
@@ -94,7 +94,7 @@ def parse_manifest(data: bytes) -> Manifest:
         for blob in _list(doc, "blobs", required=False):
             refs.append(_reference(blob, "blob"))
     else:
-        raise MalformedManifest(f"unknown manifest format (mediaType {media_type[:100]!r})")
+        raise MalformedManifest(f"unknown manifest format (a mediaType of {describe_content(media_type)})")
     subject = doc.get("subject")
     if subject is not None:
         if not isinstance(subject, dict):

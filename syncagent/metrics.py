@@ -8,9 +8,10 @@ syncagent_events_ignored_total                            counter    kind: pull,
 syncagent_events_rejected_total                           counter    reason: missing, malformed-header,
                                                                      wrong-token, malformed-token,
                                                                      bad-signature, expired, bad-claims,
-                                                                     too-large, malformed, malformed-event,
-                                                                     invalid-name, journal-unavailable,
-                                                                     shutting-down, length-required
+                                                                     too-large, malformed, too-deep,
+                                                                     malformed-event, invalid-name,
+                                                                     journal-unavailable, shutting-down,
+                                                                     length-required
 syncagent_queue_depth                                     gauge      repositories waiting for a pass
 syncagent_passes_in_progress                              gauge      repositories being synced now
 syncagent_passes_total                                    counter    result: ok, problems, error, cancelled

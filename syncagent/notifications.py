@@ -15,13 +15,13 @@ cannot be understood is answered 2xx and counted, never 4xx: see
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from .journal import Change
+from .jsonsafe import JSONTooDeep, MalformedJSON, loads_bounded
 from .layout import Digest, InvalidPath, validate_repository, validate_tag
 from .manifest import ALL_MANIFEST_TYPES
 
@@ -34,7 +34,12 @@ MAX_EVENTS_PER_ENVELOPE = 1000
 
 
 class MalformedEnvelope(ValueError):
-    """The body is not an event envelope at all."""
+    """The body is not an event envelope at all. ``reason`` labels it for the metrics:
+    ``malformed``, or ``too-deep`` for JSON nested deeper than any envelope is."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -50,8 +55,10 @@ def parse_envelope(body: bytes, *, received: float | None = None) -> EnvelopeOut
     """Classify every event of an envelope; raises MalformedEnvelope if the body is not one."""
     received = time.time() if received is None else received
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = loads_bounded(body)
+    except JSONTooDeep as exc:
+        raise MalformedEnvelope(f"not an event envelope: {exc}", reason="too-deep") from None
+    except MalformedJSON as exc:
         raise MalformedEnvelope(f"not JSON: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("events"), list):
         raise MalformedEnvelope('not an event envelope: expected {"events": [...]}')

@@ -43,6 +43,7 @@ from backends import Backend, BackendError, NotFound
 from backends.processes import boot_id, pid_namespace, process_start
 
 from .discovery import read_small
+from .jsonsafe import loads_bounded
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def _running(key: str) -> bool:
 def _parse(key: str, raw: bytes, now: float) -> UnfinishedPass:
     """A record from its bytes; anything unexpected makes it a dead pass over everything."""
     try:
-        content = json.loads(raw)
+        content = loads_bounded(raw)
         scope = tuple(content["scope"])
         host, boot, pidns, start = (str(content[name]) for name in ("host", "boot", "pidns", "start"))
         pid, renewed = content["pid"], content["renewed"]

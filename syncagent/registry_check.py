@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-import json
 import logging
 import re
 import secrets
@@ -50,6 +49,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from .jsonsafe import loads_bounded
 from .layout import Digest
 from .manifest import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES, MalformedManifest, parse_manifest
 
@@ -207,7 +207,7 @@ class _Response:
     def error_text(self) -> str:
         """The registry's error codes and messages, or the start of the body."""
         try:
-            errors = json.loads(self.body).get("errors") or []
+            errors = loads_bounded(self.body).get("errors") or []
             parts = [_error_part(e) for e in errors if isinstance(e, dict)]
             if parts:
                 return "; ".join(parts)[:300]
@@ -448,7 +448,7 @@ class RegistryChecker:
             if response.status != 200:
                 raise RegistryCheckError(f"tags/list of {repository}: HTTP {response.status}: {response.error_text()}")
             try:
-                tags.extend(json.loads(response.body).get("tags") or [])
+                tags.extend(loads_bounded(response.body).get("tags") or [])
             except (ValueError, AttributeError) as exc:
                 raise RegistryCheckError(f"tags/list of {repository}: not a JSON object: {exc}") from None
             following = _next_link(response.headers.get("Link", ""))

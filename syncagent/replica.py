@@ -15,7 +15,8 @@ import time
 
 from backends import Backend, NotFound
 
-from .discovery import iter_repositories
+from .discovery import iter_repositories, read_small
+from .jsonsafe import MalformedJSON, loads_bounded
 
 MARKER_KEY = ".syncagent/replica.json"
 
@@ -23,13 +24,12 @@ MARKER_KEY = ".syncagent/replica.json"
 def read_marker(backend: Backend) -> dict | None:
     """The marker's content, or None when the backend carries none (or an unreadable one)."""
     try:
-        with backend.open_read(MARKER_KEY) as stream:
-            data = stream.read(64 * 1024)
+        data = read_small(backend, MARKER_KEY, 64 * 1024)
     except NotFound:
         return None
     try:
-        marker = json.loads(data)
-    except ValueError:
+        marker = loads_bounded(data)
+    except MalformedJSON:
         return None
     return marker if isinstance(marker, dict) else None
 

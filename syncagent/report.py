@@ -13,10 +13,15 @@ class Problem:
     """One thing that could not be synced or that is wrong, named precisely.
 
     ``kind`` is one of: invalid-name, invalid-link, missing-link, missing-blob,
-    missing-manifest, digest-mismatch, malformed-manifest, read-failed,
+    missing-manifest, digest-mismatch, manifest-too-large, malformed-manifest, read-failed,
     write-failed, verify-failed, revision-not-published, tag-not-published,
     delete-refused, delete-failed, delete-skipped, broken-tag, broken-revision,
-    pass-record-failed.
+    pass-record-failed, symlink-refused (a symbolic link in a filesystem tree,
+    never followed; ``key`` names it).
+
+    ``reason`` never quotes what a stored file holds: keys, names and digests
+    may be named, content that does not parse only by its length and hash
+    (``layout.describe_content``).
     """
 
     kind: str

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from backends import Backend, BackendError, NotFound, TransientError
+from backends import Backend, BackendError, NotFound, SymlinkRefused, TransientError
 
 from .layout import BlobData, Digest, DigestSet, key_of
 from .report import Problem, Report
@@ -27,7 +27,12 @@ class Cancelled(Exception):
 
 
 class DigestMismatch(Exception):
-    """Blob content does not match its digest (or its announced size)."""
+    """Blob content, read whole (as many bytes as the source's stat announced), does not match its digest."""
+
+
+class ShortRead(Exception):
+    """The bytes read from the source are not as many as its stat announced: a read cut short (or an
+    object replaced meanwhile), retried like a transient error -- never judged by its digest."""
 
 
 class SourceReadError(Exception):
@@ -157,8 +162,11 @@ class BlobCopier:
                 failure, kind = exc, "write-failed"
             except SourceReadError as exc:
                 if not isinstance(exc.cause, TransientError):
-                    return self._failed(digest, key, "read-failed", f"reading the source failed: {exc.cause}")
+                    kind = "symlink-refused" if isinstance(exc.cause, SymlinkRefused) else "read-failed"
+                    return self._failed(digest, key, kind, f"reading the source failed: {exc.cause}")
                 failure, kind = exc.cause, "read-failed"
+            except ShortRead as exc:
+                failure, kind = exc, "read-failed"
             if delay is None or self.cancelled.is_set():
                 return self._failed(digest, key, kind, f"gave up after {attempt + 1} attempts: {failure}")
             time.sleep(delay)
@@ -175,7 +183,7 @@ class BlobCopier:
             raise SourceReadError(exc) from exc
         try:
             present = self.dest_has_blobs and self.dest.stat(key).size == size and digest not in self.recopy
-        except NotFound:
+        except (NotFound, SymlinkRefused):  # a link at the key is replaced by the put; one on the way refuses it
             present = False
         except TransientError:
             raise
@@ -197,10 +205,10 @@ class BlobCopier:
             reader = HashingReader(stream, digest, self.report, self.cancelled)
 
             def check_digest() -> None:
+                if reader.size != size:
+                    raise ShortRead(f"read {reader.size} bytes of the source's {size}")
                 if reader.hexdigest() != digest.hex:
                     raise DigestMismatch(f"content hashes to {digest.algorithm}:{reader.hexdigest()}")
-                if reader.size != size:
-                    raise DigestMismatch(f"read {reader.size} bytes, the source announced {size}")
 
             try:
                 written = self.dest.put(key, reader, size=size, before_commit=check_digest)

@@ -7,26 +7,35 @@ Problems (the invariant is broken, or data is damaged; exit status 1):
   not valid or does not match its digest);
 - ``invalid-link``: a link that is empty, does not parse, or holds a digest
   other than the one its path names (tags, revisions and ``_layers`` links);
-- ``digest-mismatch`` (with ``deep``): blob data that does not hash to its digest.
+- ``digest-mismatch`` (with ``deep``): blob data that does not hash to its digest;
+- ``symlink-refused``: a symbolic link in the tree (filesystem), reported once, never followed;
+- ``invalid-name``: a name outside the grammar, or a key that is no valid key
+  at all (``a//b``, ``a/../b``: S3 can hold them), never read nor copied.
 
 Findings (nothing is broken; reported and counted):
 
 - ``unlinked-blob``: blob data no repository links (reclaimable bytes);
 - ``abandoned-upload``: objects under a repository's ``_uploads/``;
 - ``temporary-file``: leftover ``*.tmp`` objects;
-- ``unknown-object``: anything else outside the layout.
+- ``unknown-object``: anything else outside the layout;
+- ``incomplete-upload``: an upload a put never finished (on backends with the
+  Leftovers ability: S3's multipart uploads), with its bytes and age;
+  :func:`abort_incomplete_uploads` removes those old enough.
 """
 
 from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Callable
 
-from backends import Backend, BackendError, NotFound
+from backends import Backend, BackendError, IncompleteUpload, InvalidKey, NotFound, PermissionDenied, check_key, leftovers_of
 
 from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
-from .discovery import UnreadableLink, iter_repositories, read_link, read_repository
+from .discovery import OnProblem, UnreadableLink, iter_repositories, objects_under, read_link, read_repository
+from .discovery import require_registry as require_registry_tree
 from .layout import (
     BLOBS_PREFIX,
     REPOSITORIES_PREFIX,
@@ -53,31 +62,38 @@ def verify_backend(
     deep: bool = False,
     hygiene: bool = True,
     jobs: int = 8,
+    require_registry: bool = False,
 ) -> Report:
     """Check every repository (or those ``repositories`` selects) on ``target``.
 
     ``hygiene`` also scans every object for damaged layer links and leftovers
     (unlinked blobs are only judged when no repository is filtered out).
     ``deep`` re-hashes all blob data, ``jobs`` blobs at a time.
+    ``require_registry``: raise NotARegistry (a ConfigurationError) when
+    ``target`` holds no registry tree at all, rather than finding it whole.
     """
+    if require_registry:
+        require_registry_tree(target)
     report = report or Report()
     blobs: dict[Digest, tuple[str, int]] = {}
     linked: set[Digest] = set()
     confirmed_links: dict[str, Digest] = {}
+    on_problem = _once_per_link(report)
     try:
         if hygiene or deep:
-            blobs = _list_blobs(target, report)
+            blobs = _list_blobs(target, report, on_problem)
         present = set(blobs)
-        for repository in iter_repositories(target, report.add_problem):
+        for repository in iter_repositories(target, on_problem):
             if repositories is not None and not repositories(repository):
                 continue
             try:
-                linked |= _verify_repository(target, repository, report, present, confirmed_links)
+                linked |= _verify_repository(target, repository, report, present, confirmed_links, on_problem)
             except BackendError as exc:
                 report.add_problem(Problem("read-failed", str(exc), repository=repository, key=exc.key))
         if hygiene:
-            linked |= _scan_repository_objects(target, report, repositories, confirmed_links)
+            linked |= _scan_repository_objects(target, report, repositories, confirmed_links, on_problem)
             _judge_blobs(target, report, blobs, linked if repositories is None else None, deep=deep, jobs=jobs)
+            _report_incomplete_uploads(target, report, repositories)
         elif deep:
             _judge_blobs(target, report, blobs, None, deep=True, jobs=jobs)
     except NotFound as exc:
@@ -87,11 +103,33 @@ def verify_backend(
     return report
 
 
+def _once_per_link(report: Report) -> OnProblem:
+    """``report.add_problem``, reporting each refused symbolic link once (listings and reads both meet it)."""
+    links: set[str | None] = set()
+
+    def add(problem: Problem) -> None:
+        if problem.kind == "symlink-refused":
+            if problem.key in links:
+                return
+            links.add(problem.key)
+            if problem.digest is None and problem.key is not None:
+                try:
+                    spec = parse_key(problem.key)
+                except InvalidPath:
+                    spec = None
+                if isinstance(spec, BlobData):
+                    problem = replace(problem, digest=str(spec.digest))
+        report.add_problem(problem)
+
+    return add
+
+
 def _verify_repository(
-    target: Backend, repository: str, report: Report, present: set[Digest], confirmed_links: dict[str, Digest]
+    target: Backend, repository: str, report: Report, present: set[Digest], confirmed_links: dict[str, Digest],
+    on_problem: OnProblem,
 ) -> set[Digest]:
     """Check tags and revisions; returns the digests the repository's revision links name."""
-    state = read_repository(target, repository, report.add_problem)
+    state = read_repository(target, repository, on_problem)
     report.count("repositories")
     cache: dict[Digest, Manifest] = {}
     verdicts: dict[Digest, list[str]] = {}
@@ -127,16 +165,17 @@ def _verify_repository(
 
 
 def _scan_repository_objects(
-    target: Backend, report: Report, repositories: Selector, confirmed_links: dict[str, Digest]
+    target: Backend, report: Report, repositories: Selector, confirmed_links: dict[str, Digest], on_problem: OnProblem
 ) -> set[Digest]:
     """One listing of every repository object: layer links checked (unless the closure checks
     already read them), leftovers reported."""
     linked: set[Digest] = set()
-    for info in target.iter_objects(REPOSITORIES_PREFIX):
+    reported = _names_reported(report)
+    for info in objects_under(target, REPOSITORIES_PREFIX, on_problem):
         try:
             spec = parse_key(info.key)
         except InvalidPath:
-            _classify_stray(info.key, info.size, report, repositories)
+            _classify_stray(info.key, info.size, report, repositories, reported)
             continue
         if isinstance(spec, LayerLink):
             if repositories is not None and not repositories(spec.repository):
@@ -160,10 +199,22 @@ def _scan_repository_objects(
     return linked
 
 
-def _classify_stray(key: str, size: int, report: Report, repositories: Selector) -> None:
+def _names_reported(report: Report) -> tuple[str, ...]:
+    """Keys of the invalid names already reported (by the repository walk): what lies below them is not
+    reported again."""
+    return tuple(p.key + "/" for p in report.problems if p.kind == "invalid-name" and p.key)
+
+
+def _classify_stray(key: str, size: int, report: Report, repositories: Selector, reported: tuple[str, ...] = ()) -> None:
     name = key[len(REPOSITORIES_PREFIX):]
     repository = name.split("/_", 1)[0] if "/_" in name else None
     if repositories is not None and repository and not repositories(repository):
+        return
+    try:
+        check_key(key)
+    except InvalidKey:
+        if not key.startswith(reported):
+            report.add_problem(Problem("invalid-name", f"not a valid key ({size} bytes); never read nor copied", key=key))
         return
     if "/_uploads/" in key:
         report.count("abandoned_uploads")
@@ -176,10 +227,10 @@ def _classify_stray(key: str, size: int, report: Report, repositories: Selector)
         report.add_finding(Problem("unknown-object", "not part of the registry layout", key=key))
 
 
-def _list_blobs(target: Backend, report: Report) -> dict[Digest, tuple[str, int]]:
+def _list_blobs(target: Backend, report: Report, on_problem: OnProblem) -> dict[Digest, tuple[str, int]]:
     """Every blob's key and size, from one listing (strays under blobs/ are reported)."""
     blobs: dict[Digest, tuple[str, int]] = {}
-    for info in target.iter_objects(BLOBS_PREFIX):
+    for info in objects_under(target, BLOBS_PREFIX, on_problem):
         try:
             spec = parse_key(info.key)
         except InvalidPath:
@@ -210,6 +261,68 @@ def _judge_blobs(
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _report_incomplete_uploads(target: Backend, report: Report, repositories: Selector) -> None:
+    """Incomplete uploads on backends that can list them, as ``incomplete-upload`` findings."""
+    leftovers = leftovers_of(target)
+    if leftovers is None:
+        return
+    now = datetime.now(timezone.utc)
+    try:
+        for upload in leftovers.iter_incomplete_uploads(""):
+            repository = _repository_of(upload.key)
+            if repositories is not None and repository and not repositories(repository):
+                continue
+            report.count("incomplete_uploads")
+            report.count("incomplete_upload_bytes", upload.size)
+            report.add_finding(Problem(
+                "incomplete-upload",
+                f"upload {upload.upload_id} holds {upload.size} bytes, started {_age(now, upload)} ago",
+                repository=repository, key=upload.key,
+            ))
+    except PermissionDenied as exc:
+        report.add_finding(Problem("incomplete-upload", f"cannot list incomplete uploads: {exc}"))
+    except BackendError as exc:
+        report.add_problem(Problem("read-failed", f"cannot list incomplete uploads: {exc}"))
+
+
+def abort_incomplete_uploads(target: Backend, older_than: float, report: Report) -> None:
+    """Abort the incomplete uploads on ``target`` that started at least ``older_than`` seconds ago.
+
+    Younger ones may belong to a put in progress and are kept, as are a
+    registry's own upload sessions (keys under ``_uploads/``, which its upload
+    purging owns). Counters: ``uploads_aborted``, ``upload_bytes_freed``,
+    ``uploads_kept``; a failure is a ``delete-failed`` problem.
+    """
+    leftovers = leftovers_of(target)
+    if leftovers is None:
+        return
+    now = datetime.now(timezone.utc)
+    try:
+        for upload in list(leftovers.iter_incomplete_uploads("")):
+            if "/_uploads/" in upload.key or (now - upload.initiated).total_seconds() < older_than:
+                report.count("uploads_kept")
+                continue
+            leftovers.abort_incomplete_upload(upload)
+            report.count("uploads_aborted")
+            report.count("upload_bytes_freed", upload.size)
+    except BackendError as exc:
+        report.add_problem(Problem("delete-failed", f"cannot abort incomplete uploads: {exc}", key=exc.key))
+
+
+def _repository_of(key: str) -> str | None:
+    if not key.startswith(REPOSITORIES_PREFIX) or "/_" not in key:
+        return None
+    return key[len(REPOSITORIES_PREFIX):].split("/_", 1)[0]
+
+
+def _age(now: datetime, upload: IncompleteUpload) -> str:
+    seconds = max(0.0, (now - upload.initiated).total_seconds())
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= length:
+            return f"{seconds / length:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _rehash(target: Backend, digest: Digest, key: str, report: Report) -> None:

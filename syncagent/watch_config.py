@@ -34,7 +34,7 @@ class ConfigError(ValueError):
     """A configuration value is missing, malformed or not allowed where it was given."""
 
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
 _SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KiB|MiB|GiB|KB|MB|GB|k|M|G)?\s*$")
 _SIZE_UNITS = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
                "k": 1024, "M": 1024**2, "G": 1024**3}
@@ -48,8 +48,8 @@ def parse_duration(value: object) -> float:
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ConfigError(f"not a duration (e.g. 30s, 5m, 250ms): {value!r}")
-        seconds = float(match.group(1)) * {None: 1, "s": 1, "ms": 0.001, "m": 60, "h": 3600}[match.group(2)]
+            raise ConfigError(f"not a duration (e.g. 30s, 5m, 250ms, 1h, 2d): {value!r}")
+        seconds = float(match.group(1)) * {None: 1, "s": 1, "ms": 0.001, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     if seconds < 0:
         raise ConfigError(f"a duration cannot be negative: {value!r}")
     return seconds

@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from backends import Backend, BackendError, NotFound
+from backends import Backend, BackendError, NotFound, SymlinkRefused
 
 from .closure import missing_from
 from .discovery import UnreadableLink, read_link
@@ -233,8 +233,8 @@ class DestinationWriter:
                     self.confirmed_links[key] = digest
                     self.report.count("links_present")
                     return
-            except (NotFound, UnreadableLink):
-                pass
+            except (NotFound, UnreadableLink, SymlinkRefused):
+                pass  # a symbolic link at the key is replaced by the put; one on the way refuses it
         if tag_write and self.context.records is not None:
             self.context.records.before_tag_write()
         content = format_link(digest)

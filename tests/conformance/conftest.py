@@ -27,12 +27,28 @@ CEPH_KINDS = {"s3", "s3_boto3", "rados"}
 def backend_under_test(request, tmp_path):
     kind = request.param
     if kind == "memory":
-        made = BackendUnderTest(MemoryBackend())
+        memory = MemoryBackend()
+        made = BackendUnderTest(memory, plant=lambda key, data: memory.plant(key, data) is None)
     elif kind == "file":
         (tmp_path / "root").mkdir()
         backend = FilesystemBackend(tmp_path / "root")
-        made = BackendUnderTest(backend, lambda: sorted(os.listdir(backend.staging)) if backend.staging.exists() else [])
+        made = BackendUnderTest(
+            backend,
+            lambda: sorted(os.listdir(backend.staging)) if backend.staging.exists() else [],
+            lambda key, data: _plant_file(tmp_path / "root", key, data),
+        )
     else:
         made = request.getfixturevalue(f"{kind}_backend_factory")()
     yield made
     made.backend.close()
+
+
+def _plant_file(root: Path, key: str, data: bytes) -> bool:
+    """A file at ``key`` under ``root``, written past the backend; False for keys no path can spell."""
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return False
+    path = root.joinpath(*parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return True

@@ -288,3 +288,29 @@ def test_listing_md5_hints_match_the_content(backend_under_test):
     assert hints["hints/small"] == hashlib.md5(b"sha256:" + b"ab" * 32).hexdigest()
     assert hints["hints/overwritten"] == hashlib.md5(b"second version").hexdigest()
     assert hints["hints/big"] in (None, hashlib.md5(big).hexdigest())
+
+
+MALFORMED = ["r/a//b", "r/../up", "r/./here", "r/odd\\name"]
+
+
+def test_listings_yield_malformed_keys_as_stored_and_nothing_reads_them(backend_under_test):
+    """Keys another client wrote that are no valid keys are listed, never dropped (so callers can report
+    them), and every operation given one refuses it."""
+    made = backend_under_test
+    backend = made.backend
+    backend.put_bytes("r/ok", b"fine")
+    planted = [key for key in MALFORMED if made.plant(key, b"planted")]
+    if not planted:
+        pytest.skip("this store cannot hold a malformed key")
+    assert keys_of(backend, "r/") == sorted(["r/ok", *planted])
+    children = {entry.name: entry.is_prefix for entry in backend.iter_children("r/")}
+    for key in planted:
+        name, slash, rest = key[len("r/"):].partition("/")
+        assert children[name] is bool(slash), key
+        if rest.startswith("/"):
+            assert [e.name for e in backend.iter_children(f"r/{name}/")] == [""]
+        for operation in (backend.stat, backend.open_read, backend.delete, lambda k: backend.put_bytes(k, b"x")):
+            with pytest.raises(InvalidKey):
+                operation(key)
+    assert keys_of(backend, "r/") == sorted(["r/ok", *planted])
+    assert backend.read_bytes("r/ok") == b"fine"

@@ -422,7 +422,7 @@ def test_an_empty_source_is_refused(tmp_path, synced, syncagent):
     _, replica = synced
     before = file_set(replica)
     empty = tmp_path / "empty"
-    empty.mkdir()
+    empty.joinpath(*V2).mkdir(parents=True)  # an empty registry root; a directory without one is a usage error
     result = syncagent("sync", empty, replica, "--delete", "--json")
     assert_refused(result, reason="holds no repositories")
     forced_limit = syncagent("sync", empty, replica, "--delete", "--max-delete", "100", "--json")
@@ -436,7 +436,8 @@ def test_an_unreadable_source_is_refused(tmp_path, synced, syncagent):
     primary, replica = synced
     before = file_set(replica)
     missing = syncagent("sync", tmp_path / "no-such-registry", replica, "--delete", "--force", "--json")
-    assert_refused(missing, reason="could not be listed")
+    # A source that is not a registry root is a configuration error, caught before anything runs (exit 2).
+    assert missing.returncode == 2 and "does not exist" in missing.stderr, missing.describe()
 
     a_file = tmp_path / "a-file"
     a_file.write_text("not a registry")
@@ -448,7 +449,12 @@ def test_an_unreadable_source_is_refused(tmp_path, synced, syncagent):
     broken_root.joinpath(*V2).parent.mkdir(parents=True)
     broken_root.joinpath(*V2).write_text("a file where the v2 directory belongs")
     flat = syncagent("sync", broken_root, replica, "--delete", "--json")
-    assert flat.returncode == 1 and problems_of(flat, "delete-refused"), flat.describe()
+    assert flat.returncode == 2 and "no docker/registry/v2" in flat.stderr, flat.describe()
+    broken_repositories = tmp_path / "broken-repositories"
+    broken_repositories.joinpath(*V2).mkdir(parents=True)
+    broken_repositories.joinpath(*V2, "repositories").write_text("a file where the repositories directory belongs")
+    unlistable = syncagent("sync", broken_repositories, replica, "--delete", "--json")
+    assert unlistable.returncode == 1 and problems_of(unlistable, "delete-refused"), unlistable.describe()
     assert file_set(replica) == before
 
 

@@ -7,7 +7,12 @@ AWS_SECRET_ACCESS_KEY (set for the test only, with the shared AWS files pointed
 away so a developer's ~/.aws cannot interfere). ``multipart_threshold`` and
 ``multipart_chunksize`` are 5 MiB, the S3 minimum part size, so the
 conformance suite's 12-13 MiB objects go through multipart uploads.
-``leftovers()`` lists the bucket's incomplete multipart uploads.
+``leftovers()`` lists the bucket's incomplete multipart uploads, ``plant()``
+writes an object under any key with boto3 (``a//b``: syncagent's put refuses it).
+
+``s3_fault_proxy``: a running :class:`~tests.support.fault_proxy.S3FaultProxy`
+in front of the cluster's RGW, with no faults set; pass its ``endpoint`` as
+``rgw_url(..., endpoint_url=proxy.endpoint)`` and set rates on its ``control``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pytest
 
 from backends import open_backend
 from tests.support.backends_under_test import BackendUnderTest
+from tests.support.fault_proxy import S3FaultProxy
 
 ROOT = "mirror"
 PART = 5 * 1024 * 1024
@@ -73,6 +79,13 @@ def s3_backend_factory(s3_credentials):
     yield from backend_factory(s3_credentials, put_client="crt")
 
 
+@pytest.fixture
+def s3_fault_proxy(s3_credentials):
+    """A fault proxy in front of the session's RGW (see the module docstring); stopped after the test."""
+    with S3FaultProxy(s3_credentials.rgw_endpoint) as proxy:
+        yield proxy
+
+
 def backend_factory(cluster, **options):
     """Yield a factory of fresh backends on ``cluster`` (URL ``options`` added); remove their buckets after."""
     client = rgw_admin_client(cluster)
@@ -88,7 +101,11 @@ def backend_factory(cluster, **options):
             uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=f"{ROOT}/").get("Uploads", [])
             return sorted(f"multipart upload {u['Key']} ({u['UploadId']})" for u in uploads)
 
-        return BackendUnderTest(backend, leftovers)
+        def plant(key: str, data: bytes) -> bool:
+            client.put_object(Bucket=bucket, Key=f"{ROOT}/{key}", Body=data)
+            return True
+
+        return BackendUnderTest(backend, leftovers, plant)
 
     yield make
     for bucket in made:

@@ -1,4 +1,5 @@
-"""scripts/ceph-cluster: a start that cannot claim its directory leaves what is there alone."""
+"""scripts/ceph-cluster without a cluster: a start that cannot claim its directory leaves what is there alone;
+bad arguments and a directory without zones get a clear error, never a traceback."""
 
 import subprocess
 import sys
@@ -25,3 +26,41 @@ def test_start_into_a_running_clusters_directory_stops_nothing(tmp_path):
     finally:
         daemon.kill()
         daemon.wait()
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_multisite_and_no_rgw_exclude_each_other(tmp_path):
+    done = run_script("start", str(tmp_path / "cluster"), "--multisite", "--no-rgw")
+    assert done.returncode == 2
+    assert "not allowed with argument" in done.stderr
+    assert not (tmp_path / "cluster").exists()
+
+
+def test_replicate_needs_a_prefix_or_all(tmp_path):
+    done = run_script("replicate", str(tmp_path), "some-bucket")
+    assert done.returncode == 2
+    assert "one of the arguments --prefix --all is required" in done.stderr
+
+
+def test_replicate_refuses_a_bucket_name_s3_would_refuse(tmp_path):
+    done = run_script("replicate", str(tmp_path), "Not_A_Bucket", "--all")
+    assert done.returncode == 2
+    assert "not an S3 bucket name" in done.stderr
+
+
+def test_replicate_on_a_single_gateway_cluster_says_so(tmp_path):
+    (tmp_path / "env").write_text("CEPH_CONF=/nonexistent/ceph.conf\nRGW_ENDPOINT=http://127.0.0.1:9\n")
+    done = run_script("replicate", str(tmp_path), "some-bucket", "--prefix", "blobs/")
+    assert done.returncode == 1
+    assert "was not started with --multisite" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_pause_without_a_cluster_says_so(tmp_path):
+    done = run_script("pause", str(tmp_path / "absent"), "some-bucket")
+    assert done.returncode == 1
+    assert "cannot read" in done.stderr and "ceph-cluster start" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,9 +1,10 @@
-"""Filesystem specifics beyond the conformance suite: directories appear with their object."""
+"""Filesystem specifics beyond the conformance suite: directories appear with their object.
+
+Symbolic links and staging names: tests/unit/test_filesystem_symlinks.py, tests/unit/test_filesystem_staging.py.
+"""
 
 import io
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -35,18 +36,6 @@ def test_delete_removes_directories_it_empties_but_not_the_root(tmp_path):
     assert (tmp_path / "a" / "keep").exists()
     backend.delete("a/keep")
     assert tmp_path.exists() and not (tmp_path / "a").exists()
-
-
-def test_staging_leftovers_of_dead_writers_are_cleaned(tmp_path):
-    staging = tmp_path / STAGING_NAME
-    staging.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
-    (staging / f"{dead_pid}-deadbeef.part").write_bytes(b"half a blob")
-    (staging / f"{dead_pid}-cafe").mkdir()
-    (staging / f"{os.getpid()}-mine.part").write_bytes(b"in flight")
-    FilesystemBackend(tmp_path).put_bytes("k", b"v")
-    assert sorted(os.listdir(staging)) == [f"{os.getpid()}-mine.part"]
 
 
 def test_staging_directory_is_hidden_and_reserved(tmp_path):

@@ -97,3 +97,19 @@ def test_digest_parse():
     assert str(Digest.parse("sha512:" + "b" * 128)) == "sha512:" + "b" * 128
     with pytest.raises(InvalidPath):
         Digest.parse(H)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[default]\naws_access_key_id = AKIASECRET", b"sha256:AKIASECRET", b"AKIASECRET:" + b"a" * 64, "AKIASECRET\u00e9".encode(), b"x" * 2000 + b"AKIASECRET"],
+)
+def test_link_and_digest_errors_describe_content_without_quoting_it(content):
+    from syncagent.layout import InvalidPath, describe_content, parse_link
+
+    with pytest.raises(InvalidPath) as caught:
+        parse_link(content)
+    assert "AKIASECRET" not in str(caught.value)
+    assert describe_content(content) in str(caught.value)
+    with pytest.raises(InvalidPath) as caught:
+        Digest.parse(content.decode("utf-8", "replace"))
+    assert "AKIASECRET" not in str(caught.value)

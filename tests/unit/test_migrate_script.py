@@ -39,3 +39,23 @@ def test_final_is_no_go_when_a_tag_cannot_be_moved(tmp_path):
     final = run(str(tmp_path / "old"), str(tmp_path / "new"), "--final")
     assert final.returncode == 1
     assert "NO-GO" in final.stdout and "app0:late" in final.stdout
+
+
+def test_a_configuration_error_passes_on_syncagents_exit_2_and_message(tmp_path):
+    write_tree(FilesystemBackend(tmp_path / "old"), TreeShape(repositories=1, tags_per_repository=1, layer_bytes=(10, 500)))
+    for extra in ((), ("--final",)):
+        result = run(str(tmp_path / "old"), "s3://bucket/prefix?bogus=1", *extra)
+        assert result.returncode == 2, (extra, result.stderr)
+        assert "does not take option(s) bogus" in result.stderr
+        assert "Traceback" not in result.stderr and "NO-GO" not in result.stdout
+
+
+def test_a_syncagent_that_prints_no_summary_is_a_clear_failure(tmp_path):
+    broken = tmp_path / "broken-syncagent"
+    broken.write_text("#!/bin/sh\necho 'syncagent: something went wrong' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    result = subprocess.run([str(SCRIPT), str(tmp_path / "old"), str(tmp_path / "new")], cwd=ROOT, capture_output=True,
+                            text=True, env={**os.environ, "SYNCAGENT": str(broken)})
+    assert result.returncode == 1
+    assert "something went wrong" in result.stderr and "without its JSON summary" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -131,3 +131,37 @@ def test_against_reports_extra_tags_without_failing_repair(pair):
 def test_repair_needs_against(pair):
     _, replica, _ = pair
     assert syncagent("verify", str(replica), "--repair").returncode == 2
+
+
+def test_a_directory_that_is_not_a_registry_root_is_an_error_not_a_healthy_replica(pair, tmp_path):
+    primary, replica, _ = pair
+    for not_a_root in (tmp_path, primary / "docker", tmp_path / "no-such-directory"):
+        for args in (("verify", str(not_a_root)), ("verify", str(not_a_root), "--json"),
+                     ("verify", str(not_a_root), "--against", str(replica)),
+                     ("sync", str(not_a_root), str(tmp_path / "fresh"))):
+            result = syncagent(*args)
+            assert result.returncode == 2, (args, result.stdout, result.stderr)
+            assert "docker/registry/v2" in result.stderr or "does not exist" in result.stderr
+            assert "Traceback" not in result.stderr and "invariant holds" not in result.stdout
+    assert not (tmp_path / "fresh").exists()  # nothing written for a source that is not a registry
+    empty = tmp_path / "empty"
+    (empty / "docker/registry/v2").mkdir(parents=True)
+    status, report = verify_json(str(empty))
+    assert status == 0 and report["ok"] and report["repositories"] == 0
+    assert syncagent("sync", str(primary), str(tmp_path / "fresh")).returncode == 0  # a fresh destination may be empty
+
+
+def test_a_store_without_registry_objects_is_not_a_registry():
+    from backends.memory import MemoryBackend
+    from syncagent.discovery import NotARegistry, require_registry
+    from syncagent.verify import verify_backend
+
+    store = MemoryBackend()
+    store.put_bytes("docker/registry/v3/elsewhere", b"x")
+    store.put_bytes("unrelated/object", b"x")
+    with pytest.raises(NotARegistry, match="docker/registry/v2"):
+        verify_backend(store, require_registry=True)
+    assert verify_backend(store).ok  # unless asked, an empty tree verifies (an empty destination, say)
+    store.put_bytes("docker/registry/v2/blobs/sha256/aa/" + "a" * 64 + "/data", b"x")
+    require_registry(store)
+    assert verify_backend(store, require_registry=True).counters["repositories"] == 0
