@@ -9,11 +9,11 @@ that the command line starts quickly.
 from importlib import import_module
 
 _EXPORTS = {
-    "Engine": ".engine",
-    "SyncOptions": ".engine",
-    "Problem": ".report",
-    "Report": ".report",
-    "verify_backend": ".verify",
+    "Engine": ".sync",
+    "SyncOptions": ".sync",
+    "Problem": ".sync",
+    "Report": ".sync",
+    "verify_backend": ".check",
 }
 
 __all__ = sorted(_EXPORTS)

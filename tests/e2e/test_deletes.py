@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from syncagent.registry_check import RegistryChecker
+from syncagent.check.registry import RegistryChecker
 from tests.support.images import Image, ImageFactory, layer, pull
 from tests.support.registry import Registry
 from tests.support.sync_checks import Pushed

@@ -26,7 +26,7 @@ import uuid
 
 import pytest
 
-from syncagent.layout import BLOBS_PREFIX, BlobData, Digest, LayerLink, RevisionLink, TagCurrentLink, format_link, key_of
+from syncagent.sync.layout import BLOBS_PREFIX, BlobData, Digest, LayerLink, RevisionLink, TagCurrentLink, format_link, key_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 

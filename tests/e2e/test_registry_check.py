@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from syncagent.registry_check import RegistryAuthError, RegistryChecker, TokenMinter
+from syncagent.check.registry import RegistryAuthError, RegistryChecker, TokenMinter
 from tests.e2e.conftest import SyncagentCli
 from tests.support.components import require_tool
 from tests.support.images import ImageFactory, layer

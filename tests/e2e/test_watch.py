@@ -55,7 +55,7 @@ def poll(predicate, timeout: float = ARRIVAL_TIMEOUT, interval: float = 0.05, wh
 
 
 class Agent:
-    """``python -m syncagent.watch_cli SRC DST ...`` with its log in a file."""
+    """``python -m syncagent.cli.watch SRC DST ...`` with its log in a file."""
 
     def __init__(self, src: Path, dst: Path, journal: Path, log_path: Path, *args: str, port: int | None = None,
                  env: dict | None = None) -> None:
@@ -69,7 +69,7 @@ class Agent:
     def start(self) -> "Agent":
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "syncagent.watch_cli", *self.args], cwd=PROJECT_ROOT, env=self.env,
+            [sys.executable, "-m", "syncagent.cli.watch", *self.args], cwd=PROJECT_ROOT, env=self.env,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from backends.filesystem import FilesystemBackend
-from syncagent.layout import BlobData, Digest, key_of
-from syncagent.synthetic import TreeShape, TreeWriter, write_tree
+from syncagent.sync.layout import BlobData, Digest, key_of
+from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from backends.filesystem import FilesystemBackend
-from syncagent.synthetic import TreeShape, write_tree
+from syncagent.testing.synthetic import TreeShape, write_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,11 +6,11 @@ import pytest
 
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
-from syncagent.engine import Engine, SyncOptions
-from syncagent.layout import BlobData, LayerLink, RevisionLink, TagCurrentLink, key_of
-from syncagent.replica import MARKER_KEY
-from syncagent.synthetic import TreeWriter
-from syncagent.verify import verify_backend
+from syncagent.sync.engine import Engine, SyncOptions
+from syncagent.sync.layout import BlobData, LayerLink, RevisionLink, TagCurrentLink, key_of
+from syncagent.sync.replica import MARKER_KEY
+from syncagent.testing.synthetic import TreeWriter
+from syncagent.check.verify import verify_backend
 from tests.unit.test_engine import InvariantCheckingBackend, dest_tags
 
 
@@ -215,7 +215,7 @@ def test_a_remaining_manifest_that_is_missing_keeps_every_revision_and_layer_lin
 
 
 def test_the_sidecar_draws_every_delete_from_one_allowance_and_defers_until_measured(world):
-    from syncagent.policy import DEFERRED, DeleteAllowance, DeletePolicy
+    from syncagent.sync.policy import DEFERRED, DeleteAllowance, DeletePolicy
 
     source, dest, _, images = world
     allowance = DeleteAllowance(DeletePolicy(source, dest, max_share=0.25))

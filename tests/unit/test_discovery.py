@@ -9,10 +9,10 @@ import pytest
 
 from backends.base import ObjectInfo
 from backends.memory import MemoryBackend
-from syncagent.discovery import read_repository
-from syncagent.layout import Digest, RevisionLink, TagCurrentLink, key_of
-from syncagent.report import Report
-from syncagent.synthetic import TreeShape, write_tree
+from syncagent.sync.discovery import read_repository
+from syncagent.sync.layout import Digest, RevisionLink, TagCurrentLink, key_of
+from syncagent.sync.report import Report
+from syncagent.testing.synthetic import TreeShape, write_tree
 
 
 class HintedMemory(MemoryBackend):
@@ -129,8 +129,8 @@ def test_a_tag_without_its_current_link_is_reported_either_way(pair):
 
 
 def test_a_resync_into_a_store_with_hints_reads_no_link_and_follows_a_moved_tag():
-    from syncagent.engine import Engine, SyncOptions
-    from syncagent.synthetic import TreeWriter
+    from syncagent.sync.engine import Engine, SyncOptions
+    from syncagent.testing.synthetic import TreeWriter
 
     source, dest = MemoryBackend(), HintedMemory()
     writer = TreeWriter(source)

@@ -11,8 +11,8 @@ import pytest
 
 from backends import BackendError, NotFound
 from backends.memory import MemoryBackend
-from syncagent.engine import Engine, SyncOptions
-from syncagent.layout import (
+from syncagent.sync.engine import Engine, SyncOptions
+from syncagent.sync.layout import (
     BlobData,
     Digest,
     LayerLink,
@@ -22,10 +22,10 @@ from syncagent.layout import (
     parse_key,
     parse_link,
 )
-from syncagent.pass_records import RECORDS_PREFIX
-from syncagent.replica import MARKER_KEY
-from syncagent.synthetic import TreeShape, TreeWriter, write_tree
-from syncagent.verify import verify_backend
+from syncagent.sync.records import RECORDS_PREFIX
+from syncagent.sync.replica import MARKER_KEY
+from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
+from syncagent.check.verify import verify_backend
 
 
 class InvariantCheckingBackend(MemoryBackend):
@@ -388,7 +388,7 @@ def test_copies_that_finish_before_they_are_registered_do_not_deadlock(source):
     """A pool that runs each copy at once (as a fast one can): the copier must not wait on itself."""
     from concurrent.futures import Future
 
-    from syncagent.transfer import BlobCopier
+    from syncagent.sync.transfer import BlobCopier
 
     class InlinePool:
         def submit(self, fn, *args):

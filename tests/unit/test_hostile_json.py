@@ -20,16 +20,16 @@ import pytest
 
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
-from syncagent.engine import Engine, SyncOptions
-from syncagent.jsonsafe import MAX_DEPTH, JSONTooDeep, MalformedJSON, loads_bounded, nesting_depth
-from syncagent.layout import TagCurrentLink, key_of, parse_link
-from syncagent.manifest import OCI_MANIFEST, MalformedManifest, parse_manifest
-from syncagent.notifications import MalformedEnvelope, parse_envelope
-from syncagent.pass_records import RECORDS_PREFIX, read_records
-from syncagent.registry_check import RegistryChecker, RegistryCheckError, _Response
-from syncagent.replica import MARKER_KEY, read_marker
-from syncagent.synthetic import TreeWriter
-from syncagent.verify import verify_backend
+from syncagent.sync.engine import Engine, SyncOptions
+from syncagent.sync.jsonsafe import MAX_DEPTH, JSONTooDeep, MalformedJSON, loads_bounded, nesting_depth
+from syncagent.sync.layout import TagCurrentLink, key_of, parse_link
+from syncagent.sync.manifest import OCI_MANIFEST, MalformedManifest, parse_manifest
+from syncagent.sidecar.notifications import MalformedEnvelope, parse_envelope
+from syncagent.sync.records import RECORDS_PREFIX, read_records
+from syncagent.check.registry import RegistryChecker, RegistryCheckError, _Response
+from syncagent.sync.replica import MARKER_KEY, read_marker
+from syncagent.testing.synthetic import TreeWriter
+from syncagent.check.verify import verify_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPTH = 200_000
@@ -97,7 +97,7 @@ def test_messages_do_not_echo_the_content():
 
 SMALL_STACK_PROGRAM = """
 import sys, threading
-from syncagent.manifest import MalformedManifest, parse_manifest
+from syncagent.sync.manifest import MalformedManifest, parse_manifest
 deep = sys.stdin.buffer.read()
 def parse():
     try:

@@ -15,9 +15,9 @@ import pytest
 from backends import IncompleteUpload, leftovers_of
 from backends.memory import MemoryBackend
 from syncagent.cli import _duration, main
-from syncagent.report import Report
-from syncagent.synthetic import TreeWriter
-from syncagent.verify import abort_incomplete_uploads, verify_backend
+from syncagent.sync.report import Report
+from syncagent.testing.synthetic import TreeWriter
+from syncagent.check.verify import abort_incomplete_uploads, verify_backend
 
 V2 = "docker/registry/v2"
 

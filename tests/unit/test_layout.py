@@ -1,6 +1,6 @@
 import pytest
 
-from syncagent.layout import (
+from syncagent.sync.layout import (
     BlobData,
     Digest,
     InvalidPath,
@@ -104,7 +104,7 @@ def test_digest_parse():
     [b"[default]\naws_access_key_id = AKIASECRET", b"sha256:AKIASECRET", b"AKIASECRET:" + b"a" * 64, "AKIASECRET\u00e9".encode(), b"x" * 2000 + b"AKIASECRET"],
 )
 def test_link_and_digest_errors_describe_content_without_quoting_it(content):
-    from syncagent.layout import InvalidPath, describe_content, parse_link
+    from syncagent.sync.layout import InvalidPath, describe_content, parse_link
 
     with pytest.raises(InvalidPath) as caught:
         parse_link(content)

@@ -13,11 +13,11 @@ import pytest
 
 from backends import check_key
 from backends.memory import MemoryBackend
-from syncagent.deletes import list_layer_links
-from syncagent.engine import Engine, SyncOptions
-from syncagent.layout import TagCurrentLink, key_of
-from syncagent.synthetic import TreeWriter
-from syncagent.verify import verify_backend
+from syncagent.sync.deletes import list_layer_links
+from syncagent.sync.engine import Engine, SyncOptions
+from syncagent.sync.layout import TagCurrentLink, key_of
+from syncagent.testing.synthetic import TreeWriter
+from syncagent.check.verify import verify_backend
 
 V2 = "docker/registry/v2"
 LINK = b"sha256:" + b"a" * 64

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from syncagent.manifest import (
+from syncagent.sync.manifest import (
     DOCKER_LIST,
     DOCKER_V2,
     OCI_INDEX,

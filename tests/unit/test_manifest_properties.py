@@ -25,9 +25,9 @@ import os
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from syncagent.jsonsafe import MAX_DEPTH, MalformedJSON, loads_bounded, nesting_depth
-from syncagent.layout import Digest, InvalidPath, parse_link
-from syncagent.manifest import (
+from syncagent.sync.jsonsafe import MAX_DEPTH, MalformedJSON, loads_bounded, nesting_depth
+from syncagent.sync.layout import Digest, InvalidPath, parse_link
+from syncagent.sync.manifest import (
     ALL_MANIFEST_TYPES,
     DOCKER_V1,
     DOCKER_V1_SIGNED,
@@ -38,7 +38,7 @@ from syncagent.manifest import (
     MalformedManifest,
     parse_manifest,
 )
-from syncagent.notifications import EnvelopeOutcome, MalformedEnvelope, parse_envelope
+from syncagent.sidecar.notifications import EnvelopeOutcome, MalformedEnvelope, parse_envelope
 
 _COMMON = {"deadline": None, "database": None, "print_blob": True, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("quick", max_examples=300, **_COMMON)

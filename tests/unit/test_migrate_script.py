@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from backends.filesystem import FilesystemBackend
-from syncagent.layout import BlobData, Digest, key_of
-from syncagent.synthetic import TreeShape, TreeWriter, write_tree
+from syncagent.sync.layout import BlobData, Digest, key_of
+from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "migrate-registry"

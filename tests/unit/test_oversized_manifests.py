@@ -14,12 +14,12 @@ import pytest
 
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
-from syncagent.closure import ClosureError, read_manifest
-from syncagent.engine import Engine, SyncOptions
-from syncagent.layout import BlobData, Digest, RevisionLink, key_of
-from syncagent.manifest import MAX_MANIFEST_BYTES, OCI_MANIFEST
-from syncagent.synthetic import TreeWriter
-from syncagent.verify import verify_backend
+from syncagent.sync.closure import ClosureError, read_manifest
+from syncagent.sync.engine import Engine, SyncOptions
+from syncagent.sync.layout import BlobData, Digest, RevisionLink, key_of
+from syncagent.sync.manifest import MAX_MANIFEST_BYTES, OCI_MANIFEST
+from syncagent.testing.synthetic import TreeWriter
+from syncagent.check.verify import verify_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024

@@ -10,12 +10,12 @@ import pytest
 
 from backends import BackendError, PermissionDenied
 from backends.memory import MemoryBackend
-from syncagent import pass_records
-from syncagent.engine import Engine, SyncOptions
-from syncagent.layout import Digest, TagCurrentLink, TagIndexLink, key_of
-from syncagent.pass_records import RECORDS_PREFIX, STALE_AFTER, PassRecords, read_records
-from syncagent.synthetic import TreeShape, TreeWriter, write_tree
-from syncagent.verify import verify_backend
+from syncagent.sync import records as pass_records
+from syncagent.sync.engine import Engine, SyncOptions
+from syncagent.sync.layout import Digest, TagCurrentLink, TagIndexLink, key_of
+from syncagent.sync.records import RECORDS_PREFIX, STALE_AFTER, PassRecords, read_records
+from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
+from syncagent.check.verify import verify_backend
 
 
 class Recording(MemoryBackend):
@@ -341,7 +341,7 @@ def test_the_sidecar_unit_keeps_a_record_of_its_own_repository(source, tree):
 
 
 def test_the_sidecar_unit_keeps_its_record_when_its_pass_is_cancelled(source, tree):
-    from syncagent.transfer import Cancelled
+    from syncagent.sync.transfer import Cancelled
 
     dest = Recording()
     repository = tree.repositories[0]

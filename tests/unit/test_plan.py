@@ -8,11 +8,11 @@ from concurrent.futures import Future
 import pytest
 
 from backends.memory import MemoryBackend
-from syncagent.execute import Outcome, RepositoryRun, StepFailed
-from syncagent.plan import PlanSettings, plan_repository
-from syncagent.steps import AwaitBlob, CheckHistory, CopyBlob, LinkLayers, LinkRevision, PublishTag, ReadBack
-from syncagent.survey import survey_repository
-from syncagent.synthetic import TreeWriter
+from syncagent.sync.execute import Outcome, RepositoryRun, StepFailed
+from syncagent.sync.plan import PlanSettings, plan_repository
+from syncagent.sync.steps import AwaitBlob, CheckHistory, CopyBlob, LinkLayers, LinkRevision, PublishTag, ReadBack
+from syncagent.sync.survey import survey_repository
+from syncagent.testing.synthetic import TreeWriter
 
 from .test_engine import sync
 

@@ -459,10 +459,10 @@ def test_a_sync_after_a_dead_pass_completes_the_markers_of_its_last_history_link
 
     from backends.memory import MemoryBackend
     from backends.rados import index_oid
-    from syncagent.engine import Engine, SyncOptions
-    from syncagent.layout import Digest, TagIndexLink, key_of
-    from syncagent.pass_records import RECORDS_PREFIX
-    from syncagent.synthetic import TreeShape, write_tree
+    from syncagent.sync.engine import Engine, SyncOptions
+    from syncagent.sync.layout import Digest, TagIndexLink, key_of
+    from syncagent.sync.records import RECORDS_PREFIX
+    from syncagent.testing.synthetic import TreeShape, write_tree
 
     source = MemoryBackend()
     tree = write_tree(source, TreeShape(repositories=2, tags_per_repository=2, layer_bytes=(100, 1000)))

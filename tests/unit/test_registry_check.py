@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from syncagent.registry_check import (
+from syncagent.check.registry import (
     MANIFEST_ACCEPT,
     RegistryAuthError,
     RegistryChecker,
@@ -32,7 +32,7 @@ from syncagent.registry_check import (
     libtrust_key_id,
     normalize_base_url,
 )
-from syncagent.report import Report
+from syncagent.sync.report import Report
 from tests.support.token_registry import make_signer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

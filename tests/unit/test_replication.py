@@ -10,10 +10,10 @@ import time
 import pytest
 
 from backends.memory import MemoryBackend
-from syncagent.engine import Engine, SyncOptions
-from syncagent.layout import BLOBS_PREFIX, BlobData, Digest, key_of
-from syncagent.synthetic import TreeShape, TreeWriter, write_tree
-from syncagent.verify import verify_backend
+from syncagent.sync.engine import Engine, SyncOptions
+from syncagent.sync.layout import BLOBS_PREFIX, BlobData, Digest, key_of
+from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
+from syncagent.check.verify import verify_backend
 from tests.unit.test_engine import InvariantCheckingBackend, dest_tags
 
 
@@ -131,7 +131,7 @@ def test_copy_after_copies_what_the_replication_did_not_bring(source):
 
 
 def test_a_replication_rule_that_carries_more_than_blobs_is_reported(source):
-    from syncagent.replication import CANARY_KEY
+    from syncagent.sync.replication import CANARY_KEY
 
     writer = TreeWriter(source)
     writer.image("app", [b"x"], tag="v1")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from backends.filesystem import FilesystemBackend
-from syncagent.layout import LayerLink, RevisionLink, TagCurrentLink, describe_content, key_of
-from syncagent.manifest import OCI_MANIFEST
-from syncagent.synthetic import TreeShape, TreeWriter, write_tree
+from syncagent.sync.layout import LayerLink, RevisionLink, TagCurrentLink, describe_content, key_of
+from syncagent.sync.manifest import OCI_MANIFEST
+from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "AKIAPLANTEDSECRET42"

@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from backends import NotFound, TransientError, open_backend
-from syncagent import discovery
-from syncagent.discovery import read_small
+from syncagent.sync import discovery
+from syncagent.sync.discovery import read_small
 from tests.support.fault_proxy import S3FaultProxy
 
 NO_SUCH_KEY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code>'

@@ -17,13 +17,13 @@ from botocore.exceptions import IncompleteReadError
 from backends import TransientError
 from backends.memory import MemoryBackend
 from backends.s3 import _ObjectReader
-from syncagent import discovery, transfer
-from syncagent.closure import ClosureError, read_manifest
-from syncagent.discovery import read_small
-from syncagent.engine import Engine, SyncOptions
-from syncagent.layout import BlobData, Digest, key_of
-from syncagent.synthetic import TreeShape, TreeWriter, write_tree
-from syncagent.verify import verify_backend
+from syncagent.sync import discovery, transfer
+from syncagent.sync.closure import ClosureError, read_manifest
+from syncagent.sync.discovery import read_small
+from syncagent.sync.engine import Engine, SyncOptions
+from syncagent.sync.layout import BlobData, Digest, key_of
+from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
+from syncagent.check.verify import verify_backend
 
 
 @pytest.fixture(autouse=True)

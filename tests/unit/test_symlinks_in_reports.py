@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from backends.filesystem import FilesystemBackend
-from syncagent.layout import REPOSITORIES_PREFIX, BlobData, TagCurrentLink, key_of
-from syncagent.synthetic import TreeShape, TreeWriter, write_tree
+from syncagent.sync.layout import REPOSITORIES_PREFIX, BlobData, TagCurrentLink, key_of
+from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "aws_access_key_id = AKIAPLANTEDSECRET7"
@@ -135,7 +135,7 @@ def test_verify_against_a_destination_with_a_symlinked_history_link_reports_and_
     assert syncagent("sync", str(source), str(dest)).returncode == 0
     (repository, tags), = tree.tags.items()
     (tag, digest), = tags.items()
-    from syncagent.layout import Digest, TagIndexLink
+    from syncagent.sync.layout import Digest, TagIndexLink
 
     history = dest / key_of(TagIndexLink(repository, tag, Digest.parse(digest)))
     outside.write_text(digest)

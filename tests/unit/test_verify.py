@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from backends.filesystem import FilesystemBackend
-from syncagent.engine import Engine, SyncOptions
-from syncagent.layout import BlobData, Digest, LayerLink, TagCurrentLink, key_of
-from syncagent.synthetic import TreeShape, TreeWriter, write_tree
+from syncagent.sync.engine import Engine, SyncOptions
+from syncagent.sync.layout import BlobData, Digest, LayerLink, TagCurrentLink, key_of
+from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,8 +153,8 @@ def test_a_directory_that_is_not_a_registry_root_is_an_error_not_a_healthy_repli
 
 def test_a_store_without_registry_objects_is_not_a_registry():
     from backends.memory import MemoryBackend
-    from syncagent.discovery import NotARegistry, require_registry
-    from syncagent.verify import verify_backend
+    from syncagent.sync.discovery import NotARegistry, require_registry
+    from syncagent.check.verify import verify_backend
 
     store = MemoryBackend()
     store.put_bytes("docker/registry/v3/elsewhere", b"x")

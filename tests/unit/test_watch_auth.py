@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from syncagent.notification_auth import Authenticator, AuthSettings
+from syncagent.sidecar.auth import Authenticator, AuthSettings
 
 ISSUER, AUDIENCE = "registry-primary", "syncagent"
 SECRET = "a-shared-secret-of-at-least-32-bytes"

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from syncagent.watch_config import ConfigError, add_config_flags, load_config, parse_duration, parse_size
+from syncagent.sidecar.config import ConfigError, add_config_flags, load_config, parse_duration, parse_size
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from syncagent.fsevents import repository_of
+from syncagent.sidecar.fsevents import repository_of
 
 R = "docker/registry/v2/repositories/"
 

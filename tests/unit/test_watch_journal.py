@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from syncagent.journal import Change, Journal, JournalError, PassRecord
+from syncagent.sidecar.journal import Change, Journal, JournalError, PassRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_prune_keeps_the_newest_rows(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys
-    from syncagent.journal import Change, Journal
+    from syncagent.sidecar.journal import Change, Journal
     journal = Journal(sys.argv[1])
     for i in range(100000):
         journal.record_changes([Change(repository=f"repo{i}", source="notification", event_time=float(i))])

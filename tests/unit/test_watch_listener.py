@@ -15,9 +15,9 @@ from collections import Counter
 import pytest
 import requests
 
-from syncagent.http_service import EndpointContext, make_server
-from syncagent.metrics import Metrics
-from syncagent.notification_auth import Authenticator, AuthSettings
+from syncagent.sidecar.listener import EndpointContext, make_server
+from syncagent.sidecar.metrics import Metrics
+from syncagent.sidecar.auth import Authenticator, AuthSettings
 
 TOKEN = "listener-test-token-0123456789"
 EVENTS = "application/vnd.docker.distribution.events.v1+json"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from syncagent.notifications import MalformedEnvelope, parse_envelope
+from syncagent.sidecar.notifications import MalformedEnvelope, parse_envelope
 
 SAMPLE = Path("/work/shared/samples/notification-push.json")
 SAMPLE_EVENT = {

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from syncagent.journal import Change, Journal, PassRecord
-from syncagent.workqueue import RepositoryQueue, RetryPolicy
+from syncagent.sidecar.journal import Change, Journal, PassRecord
+from syncagent.sidecar.workqueue import RepositoryQueue, RetryPolicy
 
 
 class FakeClock:

@@ -19,11 +19,11 @@ import pytest
 import requests
 
 from backends.filesystem import FilesystemBackend
-from syncagent.discovery import read_repository
-from syncagent.journal import Journal
-from syncagent.synthetic import TreeShape, TreeWriter, write_tree
-from syncagent.watch import WatchService
-from syncagent.watch_config import WatchConfig
+from syncagent.sync.discovery import read_repository
+from syncagent.sidecar.journal import Journal
+from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
+from syncagent.sidecar.service import WatchService
+from syncagent.sidecar.config import WatchConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "unit-test-token-0123456789"
@@ -211,7 +211,7 @@ def test_reconcile_alone(tmp_path, tree, start_service):
 def run_cli(tmp_path, *extra, env_extra=None) -> subprocess.Popen:
     env = {**os.environ, "SYNCAGENT_TOKEN": TOKEN, **(env_extra or {})}
     return subprocess.Popen(
-        [sys.executable, "-m", "syncagent.watch_cli", str(tmp_path / "src"), str(tmp_path / "dst"),
+        [sys.executable, "-m", "syncagent.cli.watch", str(tmp_path / "src"), str(tmp_path / "dst"),
          "--journal", str(tmp_path / "cli.sqlite3"), "--listen", f"127.0.0.1:{extra[0]}", *extra[1:]],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -243,7 +243,7 @@ def test_sigterm_stops_cleanly_with_exit_0(tmp_path, tree):
 
 def test_configuration_errors_exit_2(tmp_path):
     no_auth = subprocess.run(
-        [sys.executable, "-m", "syncagent.watch_cli", str(tmp_path / "src"), str(tmp_path / "dst"),
+        [sys.executable, "-m", "syncagent.cli.watch", str(tmp_path / "src"), str(tmp_path / "dst"),
          "--journal", str(tmp_path / "j.sqlite3")],
         cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("SYNCAGENT_")},
         capture_output=True, text=True, timeout=30,
@@ -318,7 +318,7 @@ class BlockingEngine:
         self.cancelled.set()
 
     def sync_repository(self, repository: str, **_) -> None:
-        from syncagent.transfer import Cancelled
+        from syncagent.sync.transfer import Cancelled
 
         BlockingEngine.started.set()
         while not BlockingEngine.release.is_set():
@@ -331,7 +331,7 @@ def blocking_engine(monkeypatch):
     import threading
 
     BlockingEngine.release, BlockingEngine.started = threading.Event(), threading.Event()
-    monkeypatch.setattr("syncagent.watch.Engine", BlockingEngine)
+    monkeypatch.setattr("syncagent.sidecar.service.Engine", BlockingEngine)
     yield BlockingEngine
     BlockingEngine.release.set()
 
@@ -414,9 +414,9 @@ def test_reconcile_refuses_to_empty_the_destination_when_the_source_is_empty(tmp
 
 
 def test_a_clean_reconcile_writes_the_history_links_a_dead_sync_left_and_clears_its_record(tmp_path, tree, start_service):
-    from syncagent.engine import Engine, SyncOptions
-    from syncagent.layout import Digest, TagIndexLink, key_of
-    from syncagent.pass_records import RECORDS_PREFIX
+    from syncagent.sync.engine import Engine, SyncOptions
+    from syncagent.sync.layout import Digest, TagIndexLink, key_of
+    from syncagent.sync.records import RECORDS_PREFIX
 
     source, dest = FilesystemBackend(tmp_path / "src"), FilesystemBackend(tmp_path / "dst")
     assert Engine(source, dest, SyncOptions()).run().ok
@@ -432,9 +432,9 @@ def test_a_clean_reconcile_writes_the_history_links_a_dead_sync_left_and_clears_
 
 
 def test_a_reconcile_keeps_the_records_until_every_history_check_ended(tmp_path, tree, start_service):
-    from syncagent.engine import Engine, SyncOptions
-    from syncagent.layout import Digest, TagIndexLink, key_of
-    from syncagent.pass_records import RECORDS_PREFIX
+    from syncagent.sync.engine import Engine, SyncOptions
+    from syncagent.sync.layout import Digest, TagIndexLink, key_of
+    from syncagent.sync.records import RECORDS_PREFIX
 
     source, dest = FilesystemBackend(tmp_path / "src"), FilesystemBackend(tmp_path / "dst")
     assert Engine(source, dest, SyncOptions()).run().ok
@@ -460,7 +460,7 @@ def test_a_reconcile_keeps_the_records_until_every_history_check_ended(tmp_path,
 
 
 def plant_dead_record(dest) -> str:
-    from syncagent.pass_records import RECORDS_PREFIX
+    from syncagent.sync.records import RECORDS_PREFIX
 
     key = f"{RECORDS_PREFIX}dead.json"
     gone = time.time() - 3600
@@ -470,9 +470,9 @@ def plant_dead_record(dest) -> str:
 
 
 def test_without_a_periodic_reconcile_the_sidecar_still_reads_new_records(tmp_path, tree, start_service, monkeypatch):
-    from syncagent.layout import Digest, TagIndexLink, key_of
+    from syncagent.sync.layout import Digest, TagIndexLink, key_of
 
-    monkeypatch.setattr("syncagent.watch.UNFINISHED_TTL", 0.0)  # read again at every pass
+    monkeypatch.setattr("syncagent.sidecar.service.UNFINISHED_TTL", 0.0)  # read again at every pass
     service = start_service()  # notifications only: no reconcile ever
     repository = tree.repositories[0]
     assert post(service, push_event(repository)).status_code == 200

@@ -49,9 +49,9 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from .jsonsafe import loads_bounded
-from .layout import Digest
-from .manifest import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES, MalformedManifest, parse_manifest
+from ..sync.jsonsafe import loads_bounded
+from ..sync.layout import Digest
+from ..sync.manifest import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES, MalformedManifest, parse_manifest
 
 log = logging.getLogger(__name__)
 
@@ -608,7 +608,7 @@ def check_published_tags(report, checker: RegistryChecker, *, kind: str = "not-s
     run exits 1). The check runs in the publishing thread, right after the
     tag's ``current/link`` is written.
     """
-    from .report import Problem
+    from ..sync.report import Problem
 
     def on_event(event: str, data: dict) -> None:
         if event != "tag-published":
@@ -636,8 +636,8 @@ def check_backend_tags(
     For ``syncagent verify TARGET --check-registry URL``: a tag not served, or
     served with another digest, becomes a problem of ``kind``.
     """
-    from .discovery import iter_repositories, read_repository
-    from .report import Problem
+    from ..sync.discovery import iter_repositories, read_repository
+    from ..sync.report import Problem
 
     for repository in iter_repositories(backend):
         if repositories is not None and not repositories(repository):

@@ -32,25 +32,25 @@ from typing import Sequence
 
 from backends import Backend, BackendError, NotFound, open_backend
 
-from .discovery import UnreadableLink, iter_repositories, read_link, read_repository
-from .engine import Engine, SyncOptions
+from ..sync.discovery import UnreadableLink, iter_repositories, read_link, read_repository
+from ..sync.engine import Engine, SyncOptions
 from .fsevents import RepositoryWatcher
-from .http_service import EndpointContext, ServiceHTTPServer, make_server
+from .listener import EndpointContext, ServiceHTTPServer, make_server
 from .journal import Change, Journal, JournalError, PassRecord
-from .layout import InvalidPath, TagCurrentLink, key_of
+from ..sync.layout import InvalidPath, TagCurrentLink, key_of
 from .metrics import Metrics
-from .registry_check import TokenConfigurationError, check_published_tags, checker_from_settings
-from .notification_auth import Authenticator
-from .pass_records import EVERYTHING, PassRecords, UnfinishedPass, delete_records, load_records
-from .policy import DEFERRED, DeleteAllowance, DeletePolicy
-from .replica import mark_if_fresh
-from .replication import place_canary, replication_too_wide
-from .report import Problem, Report
-from .transfer import Cancelled
-from .watch_config import ConfigError, WatchConfig
+from ..check.registry import TokenConfigurationError, check_published_tags, checker_from_settings
+from .auth import Authenticator
+from ..sync.records import EVERYTHING, PassRecords, UnfinishedPass, delete_records, load_records
+from ..sync.policy import DEFERRED, DeleteAllowance, DeletePolicy
+from ..sync.replica import mark_if_fresh
+from ..sync.replication import place_canary, replication_too_wide
+from ..sync.report import Problem, Report
+from ..sync.transfer import Cancelled
+from .config import ConfigError, WatchConfig
 from .workqueue import RepositoryQueue, RetryPolicy, Ticket
 
-log = logging.getLogger("syncagent.watch")
+log = logging.getLogger("syncagent.sidecar.service")
 
 LAST_RECONCILE_KEY = "last_reconcile_completed"
 UNFINISHED_TTL = 60.0  # seconds the sidecar trusts its list of the destination's pass records

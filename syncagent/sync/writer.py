@@ -26,7 +26,7 @@ from .closure import missing_from
 from .discovery import UnreadableLink, read_link
 from .execute import Outcome, StepFailed, run_inline
 from .layout import Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
-from .pass_records import PassRecords
+from .records import PassRecords
 from .replication import BlobWaiter
 from .plan import PlanSettings, RepositorySurvey, repair_steps
 from .deletes import source_has

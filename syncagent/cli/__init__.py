@@ -17,9 +17,9 @@ import threading
 
 from backends import BackendUnavailable, ConfigurationError, open_backend
 
-from .engine import DEFAULT_EXTERNAL_TIMEOUT, DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
-from .layout import Digest
-from .report import Report
+from ..sync.engine import DEFAULT_EXTERNAL_TIMEOUT, DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
+from ..sync.layout import Digest
+from ..sync.report import Report
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 DEFAULT_UPLOAD_AGE, DEFAULT_UPLOAD_AGE_TEXT = 24 * 3600.0, "24h"
@@ -89,7 +89,7 @@ def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     _add_registry_check_options(verify, "TARGET (DST with --against)")
     if argv_command == "watch":
-        from .watch_cli import add_watch_parser
+        from .watch import add_watch_parser
 
         add_watch_parser(commands)
     else:  # a stand-in, so that --help lists it; the real parser loads only for `watch`
@@ -119,7 +119,7 @@ def _registry_checker(args):
     if not (args.check_registry or args.registry_token_issuer or args.registry_token_service
             or args.registry_token_key or args.registry_token_cert):
         return None
-    from .registry_check import TokenConfigurationError, checker_from_settings
+    from ..check.registry import TokenConfigurationError, checker_from_settings
 
     try:
         return checker_from_settings(args)
@@ -140,7 +140,7 @@ def _percentage(text: str) -> float:
 
 
 def _duration(text: str) -> float:
-    from .watch_config import ConfigError, parse_duration
+    from ..sidecar.config import ConfigError, parse_duration
 
     try:
         return parse_duration(text)
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "watch":
-            from .watch_cli import run_watch
+            from .watch import run_watch
 
             return run_watch(args)
         status = _sync(args) if args.command == "sync" else _verify(args)
@@ -216,7 +216,7 @@ class _PlanPrinter:
 
 
 def _sync(args) -> int:
-    from .discovery import require_registry
+    from ..sync.discovery import require_registry
 
     source = open_backend(args.source)
     require_registry(source)
@@ -246,7 +246,7 @@ def _sync(args) -> int:
     report = Report()
     checker = _registry_checker(args)
     if checker is not None and not args.dry_run:
-        from .registry_check import check_published_tags
+        from ..check.registry import check_published_tags
 
         check_published_tags(report, checker)
     engine = Engine(source, dest, options, report)
@@ -278,7 +278,7 @@ def _sync(args) -> int:
 
 
 def _verify(args) -> int:
-    from .verify import verify_backend
+    from ..check.verify import verify_backend
 
     if args.repair and not args.against:
         print("syncagent: --repair needs --against DST", file=sys.stderr)
@@ -294,7 +294,7 @@ def _verify(args) -> int:
         if dest is None:
             report = verify_backend(target, repositories=select, deep=args.deep, jobs=args.jobs, require_registry=True)
             if checker is not None:
-                from .registry_check import check_backend_tags
+                from ..check.registry import check_backend_tags
 
                 check_backend_tags(target, checker, report, repositories=select)
             _print_verify(args, report, target.url)
@@ -307,16 +307,16 @@ def _verify(args) -> int:
 
 
 def _verify_against(args, source, dest, select, checker=None) -> int:
-    from .compare import compare
-    from .discovery import require_registry
-    from .verify import verify_backend
+    from ..check.compare import compare
+    from ..sync.discovery import require_registry
+    from ..check.verify import verify_backend
 
     require_registry(source)
 
     def check_dest() -> Report:
         report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)
         if checker is not None:
-            from .registry_check import check_backend_tags
+            from ..check.registry import check_backend_tags
 
             check_backend_tags(dest, checker, report, repositories=select)
         return report
@@ -378,7 +378,7 @@ def _upload_age(args) -> float:
 
 
 def _abort_uploads(dest, args) -> Report:
-    from .verify import abort_incomplete_uploads
+    from ..check.verify import abort_incomplete_uploads
 
     report = Report()
     abort_incomplete_uploads(dest, _upload_age(args), report)

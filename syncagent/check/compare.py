@@ -7,9 +7,9 @@ from typing import Callable
 
 from backends import Backend, NotFound, SymlinkRefused
 
-from .discovery import RepositoryState, iter_repositories, read_repository
-from .layout import TagIndexLink, key_of
-from .report import Report
+from ..sync.discovery import RepositoryState, iter_repositories, read_repository
+from ..sync.layout import TagIndexLink, key_of
+from ..sync.report import Report
 
 
 @dataclass

@@ -5,7 +5,7 @@ The registry POSTs ``{"events": [...]}`` with content type
 distribution 2.8; more are accepted). Work is a manifest ``push`` or a
 ``delete``; blob pushes and mounts, ``pull`` events (a HEAD is one) and
 unknown actions are ignored. An event whose repository, tag or digest does not
-validate (see :mod:`syncagent.layout`) is rejected and causes no work.
+validate (see :mod:`syncagent.sync.layout`) is rejected and causes no work.
 
 Distribution 2.8's sink retries an event it could not deliver (any answer
 outside 200-399) for ever, one event at a time; so an authenticated body that
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .journal import Change
-from .jsonsafe import JSONTooDeep, MalformedJSON, loads_bounded
-from .layout import Digest, InvalidPath, validate_repository, validate_tag
-from .manifest import ALL_MANIFEST_TYPES
+from ..sync.jsonsafe import JSONTooDeep, MalformedJSON, loads_bounded
+from ..sync.layout import Digest, InvalidPath, validate_repository, validate_tag
+from ..sync.manifest import ALL_MANIFEST_TYPES
 
 EVENTS_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 ACCEPTED_CONTENT_TYPES = (EVENTS_MEDIA_TYPE, "application/json")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from backends import Backend
 
-from .layout import BlobData, Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
-from .manifest import OCI_INDEX, OCI_MANIFEST
+from ..sync.layout import BlobData, Digest, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
+from ..sync.manifest import OCI_INDEX, OCI_MANIFEST
 
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -45,7 +45,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from .layout import REPOSITORIES_PREFIX, InvalidPath, validate_repository
+from ..sync.layout import REPOSITORIES_PREFIX, InvalidPath, validate_repository
 
 log = logging.getLogger(__name__)
 

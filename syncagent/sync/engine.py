@@ -28,7 +28,7 @@ from .deletes import DeletePlan, plan_deletes, prune_blobs, survey_deletes
 from .discovery import iter_repositories
 from .execute import RepositoryRun
 from .layout import BLOBS_PREFIX, DigestSet, repository_prefix
-from .pass_records import PassRecords, UnfinishedPass, load_records
+from .records import PassRecords, UnfinishedPass, load_records
 from .policy import DEFERRED, DeleteAllowance, DeletePolicy
 from .plan import BlobMode, PlanSettings, plan_repository
 from .replication import CANARY_KEY, DEFAULT_TIMEOUT as DEFAULT_EXTERNAL_TIMEOUT, BlobWaiter, place_canary, replication_too_wide

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:  # PyJWT and cryptography load only when notifications are configured
-    from .notification_auth import AuthSettings
+    from .auth import AuthSettings
 
 ENV_PREFIX = "SYNCAGENT_"
 SECRET_ENV = {"token": "SYNCAGENT_TOKEN", "jwt_secret": "SYNCAGENT_JWT_SECRET"}
@@ -237,7 +237,7 @@ class WatchConfig:
         return self.fs_events == "on"
 
     def auth_settings(self) -> AuthSettings:
-        from .notification_auth import AuthSettings
+        from .auth import AuthSettings
 
         tokens: list[str] = []
         if self.token:

@@ -7,7 +7,7 @@ import threading
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from .report import Report
+from ..sync.report import Report
 
 
 class TerminalProgress:

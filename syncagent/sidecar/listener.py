@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 
 from .journal import Change, JournalError
 from .metrics import Metrics
-from .notification_auth import Authenticator
+from .auth import Authenticator
 from .notifications import ACCEPTED_CONTENT_TYPES, MalformedEnvelope, parse_envelope
 
 log = logging.getLogger("syncagent.http")

@@ -1,11 +1,7 @@
 """Command line of ``syncagent watch SRC DST``: the parser, and running the service until a signal.
 
-Wiring into ``syncagent/cli.py``::
-
-    add_watch_parser(commands)                                  # in build_parser()
-    if args.command == "watch": return run_watch(args)          # in main()
-
-Until then: ``python -m syncagent.watch_cli SRC DST [options]``.
+``syncagent/cli/__init__.py`` adds the parser (:func:`add_watch_parser`) and calls
+:func:`run_watch` for the ``watch`` command.
 
 Exit status: 0 after SIGTERM/SIGINT (running passes finished or were abandoned
 safely), 2 for configuration errors (bad option, missing credentials, backend
@@ -22,13 +18,13 @@ import sys
 
 from backends import BackendError
 
-from .journal import JournalError
-from .logformat import configure_logging
-from .watch_config import ConfigError, add_config_flags, load_config
+from ..sidecar.journal import JournalError
+from ..sidecar.logformat import configure_logging
+from ..sidecar.config import ConfigError, add_config_flags, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-log = logging.getLogger("syncagent.watch")
+log = logging.getLogger("syncagent.sidecar.service")
 
 DESCRIPTION = (
     "Follow a primary registry's storage and keep DST a safe, always-pullable copy: registry notifications "
@@ -62,7 +58,7 @@ def run_watch(args: argparse.Namespace) -> int:
         print(f"syncagent watch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config.log_format, "debug" if getattr(args, "verbose", 0) else config.log_level)
-    from .watch import WatchService  # after logging is set up
+    from ..sidecar.service import WatchService  # after logging is set up
 
     try:
         service = WatchService(config)

@@ -33,10 +33,10 @@ from typing import Callable
 
 from backends import Backend, BackendError, IncompleteUpload, InvalidKey, NotFound, PermissionDenied, check_key, leftovers_of
 
-from .closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
-from .discovery import OnProblem, UnreadableLink, iter_repositories, objects_under, read_link, read_repository
-from .discovery import require_registry as require_registry_tree
-from .layout import (
+from ..sync.closure import Closure, ClosureError, missing_from, read_manifest, resolve_closure
+from ..sync.discovery import OnProblem, UnreadableLink, iter_repositories, objects_under, read_link, read_repository
+from ..sync.discovery import require_registry as require_registry_tree
+from ..sync.layout import (
     BLOBS_PREFIX,
     REPOSITORIES_PREFIX,
     BlobData,
@@ -45,8 +45,8 @@ from .layout import (
     LayerLink,
     parse_key,
 )
-from .manifest import Manifest
-from .report import Problem, Report
+from ..sync.manifest import Manifest
+from ..sync.report import Problem, Report
 
 log = logging.getLogger(__name__)
 
