@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import itertools
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from .discovery import RepositoryState, UnreadableLink, iter_repositories, read_
 from .layout import BLOBS_PREFIX, Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of, repository_prefix
 from .manifest import Manifest
 from .pass_records import PassRecords, UnfinishedPass, load_records
-from .replica import mark_if_fresh, read_marker, write_marker
+from .replica import MarkerError, mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
 from .transfer import BlobCopier, BlobOutcome, Cancelled
 
@@ -96,12 +97,14 @@ class Engine:
         source_repositories: set[str] = set()
         source_listed = completed = False
         try:
-            self._mark_fresh_destination()
             self.records = PassRecords.load(self.dest, self.options.repositories, dry_run=self.options.dry_run)
             self._dest_has_blobs = self._destination_has_blobs()
             copier = self._copier(blob_pool)
             try:
-                for repository in iter_repositories(self.source, self.report.add_problem):
+                listing = iter_repositories(self.source, self.report.add_problem)
+                first = next(listing, None)  # the source has answered: only now may the destination be written
+                self._mark_fresh_destination()
+                for repository in itertools.chain(() if first is None else (first,), listing):
                     source_repositories.add(repository)
                     if not self.options.wants(repository):
                         continue
@@ -109,6 +112,8 @@ class Engine:
                         _, pending = wait(pending, return_when=FIRST_COMPLETED)
                     pending.add(repo_pool.submit(self._sync_repository_guarded, repository, copier))
                 source_listed = True
+            except MarkerError:
+                raise  # the destination's failure, not the source's
             except NotFound as exc:
                 self.report.add_problem(Problem("read-failed", f"the source does not exist: {exc}"))
             except BackendError as exc:
@@ -117,6 +122,8 @@ class Engine:
             completed = source_listed
             if self.options.delete and not self.cancelled.is_set():
                 self._delete_pass(source_repositories, source_listed)
+        except MarkerError as exc:
+            self.report.add_problem(Problem(exc.kind, str(exc), key=exc.key))
         except KeyboardInterrupt:
             self.cancel()
             self.report.interrupted = True
@@ -158,7 +165,12 @@ class Engine:
 
     def _mark_fresh_destination(self) -> None:
         """Mark a destination this run starts filling from empty as a syncagent replica; then its
-        repositories are not read (they are known empty: on S3 that saves two listings each)."""
+        repositories are not read (they are known empty: on S3 that saves two listings each).
+
+        The marker is a pass's first write, made once the source has answered (a run whose source
+        cannot be read writes nothing). Raises MarkerError when the destination cannot be checked
+        or marked: the pass ends there, before anything is copied, with the problem reported.
+        """
         if not self.options.dry_run:
             self._dest_empty = mark_if_fresh(self.dest, self.source.url)
 
