@@ -395,11 +395,14 @@ class Campaign:
         signalled = signal_at(point, process, dest, progress, self.poll)
         outcome = process.finish()
         outcome.assert_no_traceback()
-        delivered = signalled and outcome.returncode != 0  # else the run had ended as the signal went out
+        # A run that had ended as the signal went out exits 0; one that Ctrl-C reached as the interpreter
+        # was exiting, once its summary was out (Python restores SIGINT's default then), dies of it.
+        ended = (0, -signal.SIGINT) if sig == signal.SIGINT else (0,)
+        delivered = signalled and outcome.returncode not in ended
         record = RunRecord(str(point) if delivered else f"{point} (not reached: the run ended first)",
                            outcome.returncode, ledger.advance(), None, pid=process.process.pid)
         if not delivered:
-            self._check_completed(outcome, record, missing)
+            self._check_completed(outcome, record, missing, exit_statuses=ended)
         elif sig == signal.SIGKILL:
             assert outcome.returncode == -signal.SIGKILL, outcome.describe()
             record.mid_blob = bool(dest.writes_in_flight() - progress.in_flight)
@@ -410,9 +413,10 @@ class Campaign:
             self.interrupts += 1
         return record
 
-    def _check_completed(self, outcome: CliOutcome, record: RunRecord, missing: int | None) -> None:
+    def _check_completed(self, outcome: CliOutcome, record: RunRecord, missing: int | None,
+                         exit_statuses: tuple[int, ...] = (0,)) -> None:
         """A run that ended by itself; ``missing``: the blobs it had to copy (None: the source changed meanwhile)."""
-        assert outcome.returncode == 0, outcome.describe()
+        assert outcome.returncode in exit_statuses, outcome.describe()
         summary = outcome.summary()
         assert summary["problems"] == [], outcome.describe()
         record.reported = summary["blobs_copied"]
