@@ -14,6 +14,7 @@ reported; everything else carries on.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import logging
 import threading
 import time
@@ -33,7 +34,7 @@ from .policy import DEFERRED, DeleteAllowance, DeletePolicy
 from .plan import BlobMode, PlanSettings, plan_repository
 from .replication import CANARY_KEY, DEFAULT_TIMEOUT as DEFAULT_EXTERNAL_TIMEOUT, BlobWaiter, place_canary, replication_too_wide
 from .steps import BLOB_STEPS, LinkRevision, PublishTag, RepositoryPlan, plan_lines
-from .replica import mark_if_fresh, read_marker, write_marker
+from .replica import MarkerError, mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
 from .survey import survey_repository
 from .transfer import BlobCopier, Cancelled
@@ -122,14 +123,16 @@ class Engine:
         source_repositories: set[str] = set()
         source_listed = completed = False
         try:
-            self._mark_fresh_destination()
-            self._check_replication_scope(place=True)
             self.records = PassRecords.load(self.dest, self.options.repositories, dry_run=self.options.dry_run)
             self._dest_has_blobs = self._destination_has_blobs()
             context = self._context(blob_pool)
             schedule = _scheduler(repo_pool)
             try:
-                for repository in iter_repositories(self.source, self.report.add_problem):
+                listing = iter_repositories(self.source, self.report.add_problem)
+                first = next(listing, None)  # the source has answered: only now may the destination be written
+                self._mark_fresh_destination()
+                self._check_replication_scope(place=True)
+                for repository in itertools.chain(() if first is None else (first,), listing):
                     source_repositories.add(repository)
                     if not self.options.wants(repository):
                         continue
@@ -137,6 +140,8 @@ class Engine:
                         _, pending = wait(pending, return_when=FIRST_COMPLETED)
                     pending.add(self._start_repository(repository, context, repo_pool, schedule))
                 source_listed = True
+            except MarkerError:
+                raise  # the destination's failure, not the source's
             except NotFound as exc:
                 self.report.add_problem(Problem("read-failed", f"the source does not exist: {exc}"))
             except BackendError as exc:
@@ -149,6 +154,8 @@ class Engine:
                     self._delete_pass(source_repositories, source_listed)
                 except BackendError as exc:
                     self.report.add_problem(Problem("delete-failed", f"the delete pass stopped: {exc}", key=exc.key))
+        except MarkerError as exc:
+            self.report.add_problem(Problem(exc.kind, str(exc), key=exc.key))
         except KeyboardInterrupt:
             self.cancel()
             self.report.interrupted = True
@@ -315,12 +322,14 @@ class Engine:
 
     def _mark_fresh_destination(self) -> None:
         """Mark a destination this run starts filling from empty as a syncagent replica; then its
-        repositories are not read (they are known empty: on S3 that saves two listings each)."""
+        repositories are not read (they are known empty: on S3 that saves two listings each).
+
+        The marker is a pass's first write, made once the source has answered (a run whose source
+        cannot be read writes nothing). Raises MarkerError when the destination cannot be checked
+        or marked: the pass ends there, before anything is copied, with the problem reported.
+        """
         if not self.options.dry_run:
-            try:
-                self._dest_empty = mark_if_fresh(self.dest, self.source.url)
-            except BackendError as exc:  # the pass reads the destination as usual; a later one marks it
-                log.warning("cannot check or write the replica marker on %s: %s", self.dest.url, exc)
+            self._dest_empty = mark_if_fresh(self.dest, self.source.url)
 
     def _destination_has_blobs(self) -> bool:
         """False when the destination holds no blob data at all (one listing): nothing to stat then."""
