@@ -325,11 +325,21 @@ class Engine:
         repositories are not read (they are known empty: on S3 that saves two listings each).
 
         The marker is a pass's first write, made once the source has answered (a run whose source
-        cannot be read writes nothing). Raises MarkerError when the destination cannot be checked
-        or marked: the pass ends there, before anything is copied, with the problem reported.
+        cannot be read writes nothing). Raises MarkerError when the destination cannot be marked:
+        the pass ends there, before anything is copied, with the problem reported. A marker that
+        cannot be read is a finding, and the pass goes on.
         """
-        if not self.options.dry_run:
+        if self.options.dry_run:
+            return
+        try:
             self._dest_empty = mark_if_fresh(self.dest, self.source.url)
+        except MarkerError as exc:
+            if exc.kind != "read-failed":
+                raise
+            # Not knowing whether the destination is marked costs nothing to a sync (its repositories
+            # are read as usual; a later pass marks it); a delete pass refuses without the marker.
+            log.warning("%s", exc)
+            self.report.add_finding(Problem("marker-unreadable", str(exc), key=exc.key))
 
     def _destination_has_blobs(self) -> bool:
         """False when the destination holds no blob data at all (one listing): nothing to stat then."""

@@ -59,11 +59,12 @@ def test_a_marker_that_cannot_be_written_ends_the_pass_before_anything_is_writte
     assert report.counters["repositories"] == 0 and not report.ok
 
 
-def test_a_marker_that_cannot_be_read_ends_the_pass_as_read_failed(source):
+def test_a_marker_that_cannot_be_read_is_a_finding_and_the_pass_goes_on(source):
     dest = FailingMarker(fail_reads=True)
     report = Engine(source, dest).run()
-    assert kinds(report) == [("read-failed", MARKER_KEY)]
-    assert dest.puts == []
+    assert report.problems == [] and report.counters["tags_published"] == 4
+    assert [(f.kind, f.key) for f in report.findings] == [("marker-unreadable", MARKER_KEY)]
+    assert MARKER_KEY not in dest.puts
 
 
 def test_the_delete_pass_reports_a_marker_it_cannot_read(source):
@@ -71,7 +72,8 @@ def test_the_delete_pass_reports_a_marker_it_cannot_read(source):
     assert Engine(source, dest).run().ok
     dest.fail_reads = True
     report = Engine(source, dest, SyncOptions(delete=True)).run()
-    assert kinds(report) == [("read-failed", MARKER_KEY)]
+    assert kinds(report) == [("delete-failed", MARKER_KEY)]
+    assert "cannot read the replica marker" in report.problems[0].reason
 
 
 def test_a_source_that_does_not_exist_writes_nothing_and_an_empty_one_marks_the_destination():

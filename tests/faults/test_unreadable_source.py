@@ -1,4 +1,4 @@
-"""A source that cannot be read: the run exits 1 naming it, and writes nothing at all to the destination.
+"""A source that cannot be read: the run exits 2 naming it, and writes nothing at all to the destination.
 
 Nothing -- not the replica marker, not the filesystem backend's staging
 directory, not a pass record: a mistyped source must not turn an empty
@@ -17,11 +17,10 @@ pytestmark = pytest.mark.faults
 
 
 def assert_source_unreadable(outcome) -> None:
+    """A source that does not exist is a configuration error, found before anything else runs."""
     outcome.assert_no_traceback()
-    assert outcome.returncode == 1, outcome.describe()
-    problems = outcome.summary()["problems"]
-    assert [p["kind"] for p in problems] == ["read-failed"], outcome.describe()
-    assert "the source does not exist" in problems[0]["reason"], outcome.describe()
+    assert outcome.returncode == 2, outcome.describe()
+    assert "does not exist" in outcome.stderr, outcome.describe()
 
 
 def test_a_missing_source_directory_creates_nothing_at_the_destination(tmp_path):
