@@ -11,7 +11,7 @@ from awscrt.exceptions import AwsCrtError
 from awscrt.s3 import S3ResponseError
 
 from backends import BackendError, ConfigurationError, NotFound, PermissionDenied, TransientError, open_backend
-from backends.s3_crt import HandBack, crc32_header, translate_crt_error
+from backends.s3.crt import HandBack, crc32_header, translate_crt_error
 
 ENDPOINT = "endpoint_url=http://127.0.0.1:7480&addressing_style=path"
 

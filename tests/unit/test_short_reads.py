@@ -16,7 +16,7 @@ from botocore.exceptions import IncompleteReadError
 
 from backends import TransientError
 from backends.memory import MemoryBackend
-from backends.s3 import _ObjectReader
+from backends.s3.streams import ObjectReader as _ObjectReader
 from syncagent.sync import discovery, transfer
 from syncagent.sync.closure import ClosureError, read_manifest
 from syncagent.sync.discovery import read_small

@@ -41,8 +41,8 @@ import zlib
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .errors import BackendError, PermissionDenied, TransientError
-from .s3_errors import response_error
+from ..errors import BackendError, PermissionDenied, TransientError
+from .codes import response_error
 
 try:
     import awscrt.exceptions

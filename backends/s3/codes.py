@@ -8,7 +8,7 @@ the code, never credentials.
 
 from __future__ import annotations
 
-from .errors import BackendError, NotFound, PermissionDenied, TransientError
+from ..errors import BackendError, NotFound, PermissionDenied, TransientError
 
 NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 DENIED_CODES = {
