@@ -258,6 +258,12 @@ class RepositoryQueue:
     def finish(self, ticket: Ticket, record: PassRecord, *, ok: bool, published: Sequence[tuple[str, str]] = ()) -> None:
         """Settle a pass: journal it, then drop the item, schedule a retry, or run again for newer changes."""
         notify: list[RoundCallback] = ticket.waiters
+        try:
+            self._settle(ticket, record, ok=ok, published=published)
+        finally:  # released even when the journal fails: a reconcile waiting for this pass must not wait for ever
+            self._release(notify, ticket.repository, ok)
+
+    def _settle(self, ticket: Ticket, record: PassRecord, *, ok: bool, published: Sequence[tuple[str, str]]) -> None:
         with self._cond:
             item = self._items[ticket.repository]
             attempts = 0 if ok else ticket.attempts + 1
@@ -293,9 +299,12 @@ class RepositoryQueue:
                             item.due = max(item.due, self._clock() + min(retry_in, self.max_delay))
                         self._merge_back(item, ticket)
                 self._cond.notify_all()
-        for waiter in notify:
+
+    @staticmethod
+    def _release(waiters: list[RoundCallback], repository: str, ok: bool) -> None:
+        for waiter in waiters:
             try:
-                waiter(ticket.repository, ok)
+                waiter(repository, ok)
             except Exception:  # a round's bookkeeping must not kill a worker
                 log.exception("reconcile callback failed")
 

@@ -179,3 +179,21 @@ def test_take_blocks_until_work_arrives_and_close_releases_it():
     queue.close()
     waiting.join(5)
     assert not waiting.is_alive() and got[1] is None
+
+
+def test_a_journal_that_fails_to_record_a_pass_still_releases_the_reconcile_waiting_for_it(journal):
+    from syncagent.sidecar.journal import JournalError
+
+    queue, clock = make_queue(journal, settle=0.0)
+    seen = []
+    queue.add_background("a", lambda repository, ok: seen.append((repository, ok)))
+    ticket = queue.take(timeout=0)
+
+    def broken(*args, **kwargs):
+        raise JournalError("disk I/O error")
+
+    journal.finish_pass = broken
+    with pytest.raises(JournalError):
+        queue.finish(ticket, record(ticket), ok=True)
+    assert seen == [("a", True)]
+    assert queue.running() == 0
