@@ -82,6 +82,8 @@ class Capabilities:
     ``incomplete_uploads``: the backend implements :class:`Leftovers` (a put
     can leave an upload behind when its process is killed, e.g. an S3
     multipart upload); reach it through :func:`leftovers_of`.
+    ``local_root``: the directory holding the store's objects, for a store on
+    a local filesystem (file events can be watched there), else None.
     """
 
     empty_prefixes: bool = False
@@ -90,6 +92,7 @@ class Capabilities:
     local: bool = False
     listing_md5: bool = False
     incomplete_uploads: bool = False
+    local_root: str | None = None
 
 
 @runtime_checkable

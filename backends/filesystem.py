@@ -108,7 +108,7 @@ class FilesystemBackend(BaseBackend):
         self._token = secrets.token_hex(6)
         self._names = itertools.count()
         self.url = f"file://{self.root}"
-        self.capabilities = Capabilities(empty_prefixes=True, default_concurrency=8, local=True)
+        self.capabilities = Capabilities(empty_prefixes=True, default_concurrency=8, local=True, local_root=self._root)
         if self.root.exists() and not self.root.is_dir():
             raise ConfigurationError(f"{self.root} is not a directory")
 

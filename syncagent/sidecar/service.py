@@ -160,6 +160,9 @@ class WatchService:
         self.authenticator = Authenticator(config.auth_settings()) if config.notifications else None
         self.source = source or open_backend(config.source)
         self.dest = dest or open_backend(config.destination)
+        if config.fs_events == "on" and self.source.capabilities.local_root is None:
+            raise ConfigError(f"fs_events is on but the source {self.source.url} is not on a local filesystem; "
+                              "notifications and the reconcile follow it (set fs_events to auto or off)")
         self.journal = Journal(config.journal)
         self.queue = RepositoryQueue(
             self.journal,
@@ -219,7 +222,7 @@ class WatchService:
             self._workers.append(self._spawn(self._worker_loop, f"worker-{index}"))
         if self.config.reconcile_at_start or self.config.reconcile_interval > 0:
             self._reconcile_thread = self._spawn(self._reconcile_loop, "reconcile")
-        if self.config.fs_events_enabled():
+        if self.config.fs_events_enabled() and self.source.capabilities.local_root:
             self._start_fs_events()
         self._spawn(self._housekeeping_loop, "health")
         return self
@@ -300,10 +303,8 @@ class WatchService:
                       extra={"repository": change.repository, "tag": change.tag, "source": change.source})
 
     def _start_fs_events(self) -> None:
-        root = getattr(self.source, "root", None)
-        if root is None:
-            log.warning("fs_events is on but the source %s is not a filesystem; filesystem events are off", self.source.url)
-            return
+        root = self.source.capabilities.local_root
+        assert root is not None, "checked when the service was made"
 
         def on_changes(repositories: list[str], initial: bool) -> None:
             now = time.time()

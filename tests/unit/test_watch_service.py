@@ -486,3 +486,15 @@ def test_without_a_periodic_reconcile_the_sidecar_still_reads_new_records(tmp_pa
     assert post(service, push_event(repository)).status_code == 200
     assert poll(lambda: dest.exists(lost)), "the next pass over the repository wrote the history link"
     assert poll(lambda: metric(service, "syncagent_history_repaired_total") == 1)
+
+
+def test_file_events_are_refused_for_a_source_not_on_a_local_filesystem(tmp_path):
+    """An S3 source has a 'root' too (its prefix): it must not be taken for a directory to watch."""
+    from backends.memory import MemoryBackend
+    from syncagent.sidecar.config import ConfigError
+
+    config = replace(WatchConfig(), source="memory://primary", destination=str(tmp_path / "dst"), listen="",
+                     journal=str(tmp_path / "journal.sqlite3"), notifications=False, fs_events="on")
+    with pytest.raises(ConfigError, match="not on a local filesystem"):
+        WatchService(config, source=MemoryBackend("primary"))
+    assert not (tmp_path / "journal.sqlite3").exists()
