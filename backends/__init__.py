@@ -28,7 +28,7 @@ from .errors import (
     SymlinkRefused,
     TransientError,
 )
-from .opening import ENTRY_POINT_GROUP, backend_class, open_backend
+from .opening import ENTRY_POINT_GROUP, backend_class, open_backend, open_for_run
 
 __all__ = [
     "Backend",
@@ -53,4 +53,5 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "backend_class",
     "open_backend",
+    "open_for_run",
 ]

@@ -7,8 +7,12 @@ Keys are relative, ``/``-separated paths of non-empty components (no ``.`` or
 Required operations (each docstring says what it raises):
 ``stat``, ``open_read``, ``put``, ``delete``, ``iter_children``,
 ``iter_objects``, ``close``; plus the ``capabilities`` record and ``url``.
-:class:`BaseBackend` derives conveniences (``read_bytes``, ``put_bytes``,
-``exists``) from them.
+Backends derive from :class:`BaseBackend`, which adds ``read_prefix`` (a
+backend may do it faster) and conveniences (``read_bytes``, ``put_bytes``,
+``exists``) from them. Optional abilities are declared in
+:class:`Capabilities` and reached through a function that checks the flag
+once (``leftovers_of``). Retries, a request ceiling and request counting are
+wrappers (``retry.py``, ``ratelimit.py``, ``observed.py``).
 
 Listings report what the store holds, names that are not valid keys included:
 a store with free-form keys (S3) can hold ``a//b`` or ``a/../b``, written by
@@ -137,6 +141,10 @@ class Backend(Protocol):
         On stores with ``empty_prefixes`` the prefixes the delete leaves empty
         are removed too. Raises InvalidKey, PermissionDenied, TransientError.
         """
+
+    def read_prefix(self, key: str, size: int) -> bytes:
+        """At most ``size`` bytes from the start of the object (all of it if shorter); raises as
+        ``open_read`` does. :class:`BaseBackend` derives it from ``open_read``; a backend may do better."""
 
     def iter_children(self, prefix: str) -> Iterator[Entry]:
         """Immediate children of ``prefix`` (``""`` or ending in ``/``), in no set order.

@@ -62,6 +62,23 @@ def open_backend(url: str) -> Backend:
     return cls.from_url(parts, query)
 
 
+def open_for_run(url: str, *, max_requests_per_second: float | None = None, retry=None, observer=None):
+    """The backend a URL names, wrapped as a run uses it: its operations retried on transient
+    failures (``retry``, a RetryPolicy; the default one when None), when asked held to at most
+    ``max_requests_per_second`` (a gateway shared with other users), and each request reported to
+    ``observer`` (observed.py), retries included."""
+    from .observed import ObservedBackend
+    from .ratelimit import RateLimitedBackend, TokenBucket
+    from .retry import RetryPolicy, retrying
+
+    backend = open_backend(url)
+    if observer is not None:
+        backend = ObservedBackend(backend, observer)
+    if max_requests_per_second:
+        backend = RateLimitedBackend(backend, TokenBucket(max_requests_per_second))
+    return retrying(backend, retry or RetryPolicy())
+
+
 def _absolute(path: str) -> str:
     import os
 

@@ -58,6 +58,8 @@ class RetryPolicy:
                 return operation()
             except TransientError as exc:
                 if attempt == self.attempts or (should_stop is not None and should_stop()):
+                    if attempt > 1:
+                        raise TransientError(f"{exc} (tried {attempt} times)", key=exc.key) from exc
                     raise
                 wait = self.delay(attempt)
                 log.debug("retrying %s in %.2fs after attempt %d failed: %s", what or "an operation", wait, attempt, exc)
@@ -113,9 +115,9 @@ class RetryingBackend(BaseBackend):
                 first = next(iterator)
             except StopIteration:
                 return
-            except TransientError:
+            except TransientError as exc:
                 if attempt == self.policy.attempts:
-                    raise
+                    raise TransientError(f"{exc} (tried {attempt} times)", key=exc.key) from exc
                 self.policy.sleep(self.policy.delay(attempt))
                 continue
             yield first
@@ -129,6 +131,13 @@ class RetryingBackend(BaseBackend):
         return getattr(self.inner, name)  # the inner backend's optional abilities, unwrapped
 
 
+def retrying(backend, policy: RetryPolicy = RetryPolicy()):
+    """``backend`` with its operations retried by ``policy``; a backend already wrapped is returned as it is."""
+    if isinstance(backend, RetryingBackend) or policy.attempts <= 1:
+        return backend
+    return RetryingBackend(backend, policy)
+
+
 def _position(data: BinaryIO) -> int | None:
     try:
         return data.tell() if data.seekable() else None
@@ -136,4 +145,4 @@ def _position(data: BinaryIO) -> int | None:
         return None
 
 
-__all__ = ["NO_RETRY", "RetryPolicy", "RetryingBackend"]
+__all__ = ["NO_RETRY", "RetryPolicy", "RetryingBackend", "retrying"]

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 
-from backends import BackendUnavailable, ConfigurationError, open_backend
+from backends import BackendUnavailable, ConfigurationError, open_for_run
 
 from ..sync.engine import DEFAULT_EXTERNAL_TIMEOUT, DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
 from ..sync.layout import Digest
@@ -43,6 +43,8 @@ def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     sync.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, metavar="N", help=f"parallel transfers (default {DEFAULT_JOBS})")
     sync.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
     sync.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
+    sync.add_argument("--max-requests-per-second", type=_positive_float, metavar="N",
+                        help="at most N requests a second to each backend (a gateway shared with other users)")
     supplement = sync.add_argument_group("supplement to bucket replication (docs/supplement.md)")
     supplement.add_argument(
         "--blobs", choices=("copy", "external"), default="copy",
@@ -87,6 +89,8 @@ def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     verify.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, metavar="N", help=f"parallel reads (default {DEFAULT_JOBS})")
     verify.add_argument("--repo", action="append", default=[], metavar="GLOB", help="only repositories matching GLOB (repeatable)")
     verify.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
+    verify.add_argument("--max-requests-per-second", type=_positive_float, metavar="N",
+                        help="at most N requests a second to each backend (a gateway shared with other users)")
     _add_registry_check_options(verify, "TARGET (DST with --against)")
     if argv_command == "watch":
         from .watch import add_watch_parser
@@ -146,6 +150,16 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -218,9 +232,9 @@ class _PlanPrinter:
 def _sync(args) -> int:
     from ..sync.discovery import require_registry
 
-    source = open_backend(args.source)
+    source = open_for_run(args.source, max_requests_per_second=args.max_requests_per_second)
     require_registry(source)
-    dest = open_backend(args.dest)
+    dest = open_for_run(args.dest, max_requests_per_second=args.max_requests_per_second)
     if args.prune_blobs and not args.delete:
         print("syncagent: --prune-blobs needs --delete", file=sys.stderr)
         return EXIT_USAGE
@@ -288,8 +302,8 @@ def _verify(args) -> int:
         return EXIT_USAGE
     select = (lambda name: any(fnmatch.fnmatchcase(name, p) for p in args.repo)) if args.repo else None
     checker = _registry_checker(args)
-    target = open_backend(args.target)
-    dest = open_backend(args.against) if args.against else None
+    target = open_for_run(args.target, max_requests_per_second=args.max_requests_per_second)
+    dest = open_for_run(args.against, max_requests_per_second=args.max_requests_per_second) if args.against else None
     try:
         if dest is None:
             report = verify_backend(target, repositories=select, deep=args.deep, jobs=args.jobs, require_registry=True)

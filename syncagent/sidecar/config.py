@@ -87,6 +87,16 @@ def parse_positive_int(value: object) -> int:
     return number
 
 
+def parse_positive_float(value: object) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else -1.0
+    except (TypeError, ValueError):
+        raise ConfigError(f"not a number: {value!r}") from None
+    if not number > 0:
+        raise ConfigError(f"must be more than 0: {value!r}")
+    return number
+
+
 def parse_choice(*choices: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = str(value).strip().lower()
@@ -170,6 +180,8 @@ OPTIONS: tuple[Option, ...] = (
            "reported and the repository retried (default 15m)", "DURATION"),
     Option("copy_after", parse_duration, "with blobs = external: copy a blob still missing after DURATION "
            "(default: never)", "DURATION"),
+    Option("max_requests_per_second", parse_positive_float, "at most N requests a second to each backend "
+           "(a gateway shared with other users; default: no ceiling)", "N"),
     Option("check_registry", _text, "after publishing a tag, ask this registry URL whether it serves it whole", "URL"),
     Option("registry_token_issuer", _text, "for an auth: token registry: its token issuer", "ISS"),
     Option("registry_token_service", _text, "... its token service (the audience)", "SVC"),
@@ -212,6 +224,7 @@ class WatchConfig:
     repositories: tuple[str, ...] = ()
     delete: bool = False
     max_delete: float = 0.5
+    max_requests_per_second: float | None = None
     blobs: str = "copy"
     external_timeout: float = 900.0
     copy_after: float | None = None

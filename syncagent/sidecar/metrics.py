@@ -37,6 +37,9 @@ syncagent_replication_too_wide                            gauge      1 while the
 syncagent_deletes_pending                                 gauge      repositories with a delete notification not
                                                                      carried out yet (watch --delete)
 syncagent_delete_lag_seconds                              histogram  delete event -> deletes done on the destination
+syncagent_backend_requests_total                          counter    backend: source, destination; operation:
+                                                                     stat, read, put, delete, list; outcome:
+                                                                     ok, error (every attempt, retries included)
 ========================================================  =========  ==========================================
 """
 
@@ -115,6 +118,19 @@ class Metrics:
             "syncagent_delete_lag_seconds", "From a delete event to the deletes done on the destination.",
             buckets=LAG_BUCKETS, registry=r,
         )
+
+        self.backend_requests = Counter(
+            "syncagent_backend_requests", "Requests to the backends, every attempt.", ["backend", "operation", "outcome"],
+            registry=r,
+        )
+
+    def request_observer(self, backend: str):
+        """An observer for backends/observed.py counting ``backend``'s requests."""
+
+        def observe(operation: str, seconds: float, error: BaseException | None) -> None:
+            self.backend_requests.labels(backend, operation, "ok" if error is None else "error").inc()
+
+        return observe
 
     def count_engine_event(self, name: str, amount: int) -> None:
         """The engine's ``count`` events that the sidecar exports."""

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from backends import Backend, BackendError, NotFound, open_backend
+from backends import Backend, BackendError, NotFound, open_for_run
 
 from ..sync.discovery import UnreadableLink, iter_repositories, read_link, read_repository
 from ..sync.engine import Engine, SyncOptions
@@ -158,8 +158,10 @@ class WatchService:
         except TokenConfigurationError as exc:
             raise ConfigError(str(exc)) from None
         self.authenticator = Authenticator(config.auth_settings()) if config.notifications else None
-        self.source = source or open_backend(config.source)
-        self.dest = dest or open_backend(config.destination)
+        self.source = source or open_for_run(config.source, max_requests_per_second=config.max_requests_per_second,
+                                             observer=self.metrics.request_observer("source"))
+        self.dest = dest or open_for_run(config.destination, max_requests_per_second=config.max_requests_per_second,
+                                         observer=self.metrics.request_observer("destination"))
         if config.fs_events == "on" and self.source.capabilities.local_root is None:
             raise ConfigError(f"fs_events is on but the source {self.source.url} is not on a local filesystem; "
                               "notifications and the reconcile follow it (set fs_events to auto or off)")

@@ -2,9 +2,9 @@
 
 Listings stream. Links that are empty or do not parse are re-read a few times
 before they are given up on: registry 2.8's filesystem driver rewrites a link in
-place (truncate, then write), so a reader can catch it half-written. Small
-reads that fail transiently (a lost connection, an answer cut short) are
-retried with backoff (``READ_RETRY_DELAYS``).
+place (truncate, then write), so a reader can catch it half-written. Reads
+that fail transiently (a lost connection, an answer cut short) are retried by
+the retry wrapper around a run's backends (backends/retry.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from backends import Backend, BackendError, ConfigurationError, Entry, NotFound, ObjectInfo, SymlinkRefused, TransientError
+from backends import Backend, BackendError, ConfigurationError, Entry, NotFound, ObjectInfo, SymlinkRefused
 
 from .layout import (
     REPOSITORIES_PREFIX,
@@ -39,7 +39,6 @@ from .report import Problem
 
 LINK_READ_ATTEMPTS = 5
 LINK_RETRY_DELAY = 0.02
-READ_RETRY_DELAYS = (0.2, 1.0, 3.0)
 
 OnProblem = Callable[[Problem], None]
 
@@ -108,28 +107,14 @@ def read_link(backend: Backend, key: str, *, attempts: int = LINK_READ_ATTEMPTS)
 
 
 def read_small(backend: Backend, key: str, limit: int) -> bytes:
-    """At most ``limit`` + 1 bytes of an object (callers check for the excess).
+    """At most ``limit`` + 1 bytes of an object (callers check for the excess), in one ``read_prefix``.
 
-    A TransientError is retried after each of ``READ_RETRY_DELAYS``, then
-    raised again, saying how many reads failed. The bytes returned are the
-    object's (a backend's stream never ends early: see ``Backend.open_read``).
+    The bytes returned are the object's (a backend's stream never ends early:
+    see ``Backend.open_read``). A read that fails or comes up short raises
+    TransientError; the retry wrapper (backends/retry.py) around the backends
+    of a run reads again.
     """
-    for attempt, delay in enumerate((*READ_RETRY_DELAYS, None), start=1):
-        try:
-            return _read_once(backend, key, limit + 1)
-        except TransientError as exc:
-            if delay is None:
-                raise TransientError(f"{exc} (read {attempt} times)", key=exc.key) from exc
-        time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def _read_once(backend: Backend, key: str, size: int) -> bytes:
-    read_prefix = getattr(backend, "read_prefix", None)  # BaseBackend's, or a faster one of the backend's
-    if read_prefix is not None:
-        return read_prefix(key, size)
-    with backend.open_read(key) as stream:
-        return stream.read(size)
+    return backend.read_prefix(key, limit + 1)
 
 
 def list_children(backend: Backend, prefix: str, on_problem: OnProblem = _ignore, **where) -> list[Entry]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from backends import Backend, BackendError, NotFound
-from backends.retry import RetryPolicy, RetryingBackend
+from backends.retry import RetryPolicy, retrying
 
 from .deletes import DeletePlan, plan_deletes, prune_blobs, survey_deletes
 from .discovery import iter_repositories
@@ -474,13 +474,6 @@ class Engine:
             confirmed=self._confirmed_blobs,
             dest_has_blobs=self._dest_has_blobs,
         )
-
-
-def retrying(backend: Backend, policy: RetryPolicy) -> Backend:
-    """``backend`` with its operations retried by ``policy`` (once: a wrapped backend is not wrapped again)."""
-    if isinstance(backend, RetryingBackend) or policy.attempts <= 1:
-        return backend
-    return RetryingBackend(backend, policy)
 
 
 def _scheduler(pool: ThreadPoolExecutor) -> Callable[[Callable[[], None]], None]:

@@ -247,7 +247,7 @@ def test_s3_to_filesystem_at_an_absurd_truncation_rate_names_transient_failures_
     assert {p["kind"] for p in problems} <= TRANSIENT_KINDS, result.describe()
     failed_reads = [p for p in problems if p["kind"] == "read-failed"]
     assert failed_reads and all(
-        "read 4 times" in p["reason"] or "gave up after 4 attempts" in p["reason"] for p in failed_reads
+        "tried 4 times" in p["reason"] or "gave up after 4 attempts" in p["reason"] for p in failed_reads
     ), result.describe()
     if destination.exists():
         verified = syncagent("verify", destination)

@@ -118,3 +118,11 @@ def test_help_renders(command):
     assert result.returncode == 0, result.stderr
     assert "--repo" in result.stdout
     assert "watch" in syncagent("--help").stdout
+
+
+def test_a_request_ceiling_is_a_positive_number(primary, tmp_path):
+    ok = syncagent("sync", str(primary), str(tmp_path / "copy"), "--max-requests-per-second", "500")
+    assert ok.returncode == 0, ok.stderr
+    for bad in ("0", "-1", "fast"):
+        refused = syncagent("sync", str(primary), str(tmp_path / "other"), "--max-requests-per-second", bad)
+        assert refused.returncode == 2 and "max-requests-per-second" in refused.stderr

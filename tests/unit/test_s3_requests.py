@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from backends import NotFound, TransientError, open_backend
-from syncagent.sync import discovery
+from backends.retry import RetryingBackend, RetryPolicy
 from syncagent.sync.discovery import read_small
 from tests.support.fault_proxy import S3FaultProxy
 
@@ -73,7 +73,6 @@ def missing_everything():
 
 
 def test_an_error_answer_reset_mid_body_is_transient(missing_everything, monkeypatch):
-    monkeypatch.setattr(discovery, "READ_RETRY_DELAYS", (0, 0, 0))
     with S3FaultProxy(missing_everything) as proxy:
         backend = backend_through(proxy, 1)
         with pytest.raises(NotFound):
@@ -83,6 +82,6 @@ def test_an_error_answer_reset_mid_body_is_transient(missing_everything, monkeyp
             backend.read_bytes("key")
         proxy.control.max_faults_per_request = 2
         with pytest.raises(NotFound):
-            read_small(backend, "other", 100)  # two resets, then the answer
+            read_small(RetryingBackend(backend, RetryPolicy(sleep=lambda seconds: None)), "other", 100)  # two resets, then the answer
         backend.close()
     assert proxy.control.injected[("get", "reset-body")] == 3

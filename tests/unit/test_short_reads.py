@@ -16,8 +16,9 @@ from botocore.exceptions import IncompleteReadError
 
 from backends import TransientError
 from backends.memory import MemoryBackend
+from backends.retry import RetryingBackend, RetryPolicy
 from backends.s3.streams import ObjectReader as _ObjectReader
-from syncagent.sync import discovery, transfer
+from syncagent.sync import transfer
 from syncagent.sync.closure import ClosureError, read_manifest
 from syncagent.sync.discovery import read_small
 from syncagent.sync.engine import Engine, SyncOptions
@@ -28,7 +29,7 @@ from syncagent.check.verify import verify_backend
 
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch):
-    monkeypatch.setattr(discovery, "READ_RETRY_DELAYS", (0, 0, 0))
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt: 0.0)
     monkeypatch.setattr(transfer, "RETRY_DELAYS", (0, 0, 0))
 
 
@@ -127,15 +128,18 @@ class FlakyReads(MemoryBackend):
         return super().read_prefix(key, size)
 
 
+QUICK_RETRIES = RetryPolicy(attempts=4, sleep=lambda seconds: None)
+
+
 def test_a_small_read_is_retried_and_then_gives_up_saying_how_often_it_tried():
     backend = FlakyReads(failures=3)
     backend.put_bytes("k", b"content")
-    assert read_small(backend, "k", 100) == b"content"
+    assert read_small(RetryingBackend(backend, QUICK_RETRIES), "k", 100) == b"content"
     backend = FlakyReads(failures=10)
     backend.put_bytes("k", b"content")
     with pytest.raises(TransientError) as raised:
-        read_small(backend, "k", 100)
-    assert "(read 4 times)" in str(raised.value)
+        read_small(RetryingBackend(backend, QUICK_RETRIES), "k", 100)
+    assert "(tried 4 times)" in str(raised.value)
     assert backend.failed["k"] == 4
 
 
@@ -147,15 +151,15 @@ def manifest_in(backend) -> Digest:
 def test_a_manifest_read_cut_short_is_read_again_and_never_called_corrupt():
     backend = FlakyReads(failures=2)
     digest = manifest_in(backend)
-    data, manifest = read_manifest(backend, digest)
+    data, manifest = read_manifest(RetryingBackend(backend, QUICK_RETRIES), digest)
     assert hashlib.sha256(data).hexdigest() == digest.hex and len(manifest.blobs) == 3
 
     backend = FlakyReads(failures=100)
     digest = manifest_in(backend)
     with pytest.raises(ClosureError) as raised:
-        read_manifest(backend, digest)
+        read_manifest(RetryingBackend(backend, QUICK_RETRIES), digest)
     assert raised.value.kind == "read-failed"
-    assert "read 4 times" in raised.value.reason
+    assert "tried 4 times" in raised.value.reason
 
 
 def test_a_sync_from_a_source_whose_reads_fail_transiently_publishes_everything():
@@ -246,4 +250,4 @@ def test_a_replica_marker_that_cannot_be_read_stops_neither_the_pass_nor_raises_
 
     deleting = Engine(source, dest, SyncOptions(jobs=1, delete=True)).run()
     assert [p.kind for p in deleting.problems] == ["delete-failed"]
-    assert "replica.json" in deleting.problems[0].reason and "(read 4 times)" in deleting.problems[0].reason
+    assert "replica.json" in deleting.problems[0].reason and "(tried 4 times)" in deleting.problems[0].reason
