@@ -8,6 +8,8 @@ Problems (the invariant is broken, or data is damaged; exit status 1):
 - ``invalid-link``: a link that is empty, does not parse, or holds a digest
   other than the one its path names (tags, revisions and ``_layers`` links);
 - ``digest-mismatch`` (with ``deep``): blob data that does not hash to its digest;
+- ``size-mismatch``: blob data whose size is not its descriptor's (a stat, no
+  hashing: a truncated copy);
 - ``symlink-refused``: a symbolic link in the tree (filesystem), reported once, never followed;
 - ``invalid-name``: a name outside the grammar, or a key that is no valid key
   at all (``a//b``, ``a/../b``: S3 can hold them), never read nor copied.
@@ -43,6 +45,7 @@ from ..sync.layout import (
     Digest,
     InvalidPath,
     LayerLink,
+    key_of,
     parse_key,
 )
 from ..sync.manifest import Manifest
@@ -82,7 +85,7 @@ def verify_backend(
     try:
         if hygiene or deep:
             blobs = _list_blobs(target, report, on_problem)
-        present = set(blobs)
+        present = {digest: size for digest, (_, size) in blobs.items()}
         for repository in iter_repositories(target, on_problem):
             if repositories is not None and not repositories(repository):
                 continue
@@ -124,8 +127,16 @@ def _once_per_link(report: Report) -> OnProblem:
     return add
 
 
+def _size_mismatch(report: Report, digest: Digest, found: int, size: int) -> None:
+    """One ``size-mismatch`` problem per blob (``--repair`` copies it again)."""
+    if any(p.kind == "size-mismatch" and p.digest == str(digest) for p in report.problems):
+        return
+    report.add_problem(Problem("size-mismatch", f"blob data holds {found} bytes, its descriptor says {size}",
+                               digest=str(digest), key=key_of(BlobData(digest))))
+
+
 def _verify_repository(
-    target: Backend, repository: str, report: Report, present: set[Digest], confirmed_links: dict[str, Digest],
+    target: Backend, repository: str, report: Report, present: dict[Digest, int], confirmed_links: dict[str, Digest],
     on_problem: OnProblem,
 ) -> set[Digest]:
     """Check tags and revisions; returns the digests the repository's revision links name."""
@@ -146,7 +157,8 @@ def _verify_repository(
             except ClosureError as exc:
                 verdicts[root] = [f"{exc.digest}: {exc.reason}"]
             else:
-                verdicts[root] = missing_from(target, repository, closure, present_blobs=present, confirmed_links=confirmed_links)
+                verdicts[root] = missing_from(target, repository, closure, known_sizes=present, confirmed_links=confirmed_links,
+                                              on_size_mismatch=lambda digest, found, size: _size_mismatch(report, digest, found, size))
         return verdicts[root]
 
     for digest in sorted(state.revisions):

@@ -417,7 +417,8 @@ def _repair(source, dest, comparison, dest_report: Report, jobs: int) -> Report:
     """Re-sync the repositories the comparison or the check found wanting, re-reading existing closures."""
     affected = {name for name, d in comparison.repositories.items() if d.differs}
     affected |= {p.repository for p in dest_report.problems if p.repository}
-    corrupt = frozenset(Digest.parse(p.digest) for p in dest_report.problems if p.kind == "digest-mismatch" and p.digest)
+    corrupt = frozenset(Digest.parse(p.digest) for p in dest_report.problems
+                        if p.kind in ("digest-mismatch", "size-mismatch") and p.digest)
     if corrupt:
         affected |= set(comparison.repositories)  # a corrupt blob names no repository: any may need it
     options = SyncOptions(jobs=jobs, repositories=tuple(sorted(affected)), verify_existing=True, recopy=corrupt)

@@ -118,7 +118,9 @@ def missing_from(
     *,
     absent_optional: set[Digest] = frozenset(),
     present_blobs: set[Digest] | None = None,
+    known_sizes: dict[Digest, int] | None = None,
     confirmed_links: dict[str, Digest] | None = None,
+    on_size_mismatch: Callable[[Digest, int, int], None] | None = None,
 ) -> list[str]:
     """What of ``closure`` is not present and linked on ``backend``; [] when it is whole.
 
@@ -127,15 +129,25 @@ def missing_from(
     holds blobs already confirmed present in this pass (shared by callers, and
     added to); ``confirmed_links`` maps link keys this pass wrote or read to
     the digest they hold. What these confirm is not read again.
+    ``known_sizes``: blob sizes a listing reported (not stat'ed again).
+    A blob whose size differs from its descriptor's is not present (a stat,
+    no hashing: a truncated copy is found): ``on_size_mismatch(digest, found,
+    expected)`` hears of it.
     """
     missing: list[str] = []
+    mismatched: dict[Digest, str] = {}
 
-    def blob_present(digest: Digest) -> bool:
+    def blob_present(digest: Digest, size: int | None = None) -> bool:
         if present_blobs is not None and digest in present_blobs:
             return True
         try:
-            backend.stat(key_of(BlobData(digest)))
+            found = known_sizes[digest] if known_sizes and digest in known_sizes else backend.stat(key_of(BlobData(digest))).size
         except (NotFound, SymlinkRefused):  # a link is not the blob (a copy replaces it, or is refused)
+            return False
+        if size is not None and found != size:
+            mismatched[digest] = f"blob {digest} holds {found} bytes, its descriptor says {size}"
+            if on_size_mismatch is not None:
+                on_size_mismatch(digest, found, size)
             return False
         if present_blobs is not None:
             present_blobs.add(digest)
@@ -160,8 +172,8 @@ def missing_from(
     for ref in closure.blob_references():
         if ref.optional and ref.digest in absent_optional:
             continue
-        if not blob_present(ref.digest):
-            missing.append(f"blob {ref.digest}")
+        if not blob_present(ref.digest, ref.size):
+            missing.append(mismatched.get(ref.digest, f"blob {ref.digest}"))
         elif not link_holds(key_of(LayerLink(repository, ref.digest)), ref.digest):
             missing.append(f"layer link {ref.digest}")
     return missing

@@ -36,10 +36,14 @@ class MalformedManifest(ValueError):
 
 @dataclass(frozen=True)
 class Reference:
+    """One descriptor of a manifest. ``size``: the bytes the descriptor announces (None where the
+    format has none: schema 1)."""
+
     digest: Digest
     kind: Literal["blob", "manifest"]
     media_type: str = ""
     optional: bool = False
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,4 +135,14 @@ def _reference(descriptor, kind: Literal["blob", "manifest"]) -> Reference:
     media_type = media_type if isinstance(media_type, str) else ""
     urls = descriptor.get("urls")
     foreign = kind == "blob" and ("foreign" in media_type or "nondistributable" in media_type or bool(urls))
-    return Reference(digest, kind, media_type, optional=foreign)
+    return Reference(digest, kind, media_type, optional=foreign, size=_size(descriptor))
+
+
+def _size(descriptor: dict) -> int | None:
+    """A descriptor's ``size``: None when absent; a manifest whose size is not a count of bytes is malformed."""
+    size = descriptor.get("size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise MalformedManifest("a descriptor's size is not a count of bytes")
+    return size

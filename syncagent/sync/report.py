@@ -13,7 +13,7 @@ class Problem:
     """One thing that could not be synced or that is wrong, named precisely.
 
     ``kind`` is one of: invalid-name, invalid-link, missing-link, missing-blob,
-    missing-manifest, digest-mismatch, manifest-too-large, malformed-manifest, read-failed,
+    missing-manifest, digest-mismatch, size-mismatch, manifest-too-large, malformed-manifest, read-failed,
     write-failed, verify-failed, revision-not-published, tag-not-published,
     delete-refused, delete-failed, delete-skipped, broken-tag, broken-revision,
     pass-record-failed, symlink-refused (a symbolic link in a filesystem tree,
