@@ -92,6 +92,9 @@ def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     verify.add_argument("--max-requests-per-second", type=_positive_float, metavar="N",
                         help="at most N requests a second to each backend (a gateway shared with other users)")
     _add_registry_check_options(verify, "TARGET (DST with --against)")
+    from .migrate import add_migrate_parser
+
+    add_migrate_parser(commands, _positive_int, _positive_float)
     if argv_command == "watch":
         from .watch import add_watch_parser
 
@@ -183,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             from .watch import run_watch
 
             return run_watch(args)
-        status = _sync(args) if args.command == "sync" else _verify(args)
+        if args.command == "migrate":
+            status = _migrate(args)
+        else:
+            status = _sync(args) if args.command == "sync" else _verify(args)
         sys.stdout.flush()  # here, not at exit, where a reader that left would cost a traceback
         return status
     except (ConfigurationError, BackendUnavailable) as exc:
@@ -227,6 +233,20 @@ class _PlanPrinter:
             except BrokenPipeError:
                 self.reader_gone = True
                 self.engine.cancel()
+
+
+def _migrate(args) -> int:
+    from ..sync.discovery import require_registry
+    from .migrate import run_migrate
+
+    source = open_for_run(args.source, max_requests_per_second=args.max_requests_per_second)
+    dest = open_for_run(args.dest, max_requests_per_second=args.max_requests_per_second)
+    try:
+        require_registry(source)
+        return run_migrate(args, source, dest)
+    finally:
+        source.close()
+        dest.close()
 
 
 def _sync(args) -> int:

@@ -239,8 +239,7 @@ class Engine:
                     continue
                 self._planned_blobs.add(step.digest)
                 self.report.count("blobs_copied")
-                size = len(step.content) if getattr(step, "content", None) is not None else getattr(step, "size", None)
-                self.report.count("bytes_copied", size or 0)
+                self.report.count("bytes_copied", step.size or 0)
             for line in plan_lines(step):
                 self.report.plan(line)
                 if line.startswith("link "):

@@ -192,7 +192,8 @@ class _Planner:
                 self._revision_steps[digest] = None
                 continue
             blob_steps = [self._blob(digest, "manifest blob", content=self.survey.manifests.get(digest), fresh=fresh)]
-            blob_steps += [self._blob(ref.digest, "blob", optional=ref.optional, fresh=fresh) for ref in manifest.blobs]
+            blob_steps += [self._blob(ref.digest, "blob", optional=ref.optional, fresh=fresh, size=ref.size)
+                           for ref in manifest.blobs]
             layers = self._add(LinkLayers(self.repository, digest, tuple(ref.digest for ref in manifest.blobs),
                                           needs=tuple(blob_steps[1:])))
             children = [self._revision_steps.get(child.digest) for child in manifest.children]
@@ -201,15 +202,15 @@ class _Planner:
         return self._revision_steps.get(closure.root)
 
     def _blob(self, digest: Digest, label: str, *, content: bytes | None = None, optional: bool = False,
-              fresh: bool = False) -> int:
+              fresh: bool = False, size: int | None = None) -> int:
         if digest in self._blob_steps and not fresh:
             return self._blob_steps[digest]
+        size = len(content) if content is not None else size
         if self.settings.blobs == "external" and not fresh:
-            step: Step = AwaitBlob(digest, label, size=None if content is None else len(content), optional=optional,
-                                   copy_after=self.settings.copy_after)
+            step: Step = AwaitBlob(digest, label, size=size, optional=optional, copy_after=self.settings.copy_after)
         else:
             step = CopyBlob(digest, label, content=content, optional=optional,
-                            fresh=fresh or digest in self.settings.recopy)
+                            fresh=fresh or digest in self.settings.recopy, size=size)
         self._blob_steps[digest] = index = self._add(step)
         return index
 

@@ -32,6 +32,7 @@ class CopyBlob:
     content: bytes | None = field(default=None, repr=False)
     optional: bool = False
     fresh: bool = False
+    size: int | None = None  # the descriptor's size, or the content's length; None where unknown
     needs: tuple[int, ...] = ()
 
 
@@ -166,7 +167,7 @@ class RepositoryPlan:
 def plan_lines(step: Step) -> list[str]:
     """What a printed plan (``--dry-run``) says of a step: a line per write or delete."""
     if isinstance(step, CopyBlob):
-        size = "" if step.content is None else f" ({len(step.content)} bytes)"
+        size = "" if step.size is None else f" ({step.size} bytes)"
         return [f"copy blob {step.digest}{size} unless present"]
     if isinstance(step, AwaitBlob):
         return [f"await blob {step.digest} (replicated by the storage)"]

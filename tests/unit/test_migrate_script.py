@@ -1,4 +1,4 @@
-"""scripts/migrate-registry: bulk passes until nothing is new, then a final go/no-go."""
+"""scripts/migrate-registry (a wrapper of syncagent migrate): bulk passes until nothing is new, then a final go/no-go."""
 
 import hashlib
 import os
@@ -50,12 +50,12 @@ def test_a_configuration_error_passes_on_syncagents_exit_2_and_message(tmp_path)
         assert "Traceback" not in result.stderr and "NO-GO" not in result.stdout
 
 
-def test_a_syncagent_that_prints_no_summary_is_a_clear_failure(tmp_path):
-    broken = tmp_path / "broken-syncagent"
-    broken.write_text("#!/bin/sh\necho 'syncagent: something went wrong' >&2\nexit 1\n")
-    broken.chmod(0o755)
-    result = subprocess.run([str(SCRIPT), str(tmp_path / "old"), str(tmp_path / "new")], cwd=ROOT, capture_output=True,
-                            text=True, env={**os.environ, "SYNCAGENT": str(broken)})
+def test_the_wrapper_passes_on_syncagents_status_messages_and_arguments(tmp_path):
+    stand_in = tmp_path / "stand-in-syncagent"
+    stand_in.write_text("#!/bin/sh\necho \"args: $*\"\necho 'syncagent: something went wrong' >&2\nexit 1\n")
+    stand_in.chmod(0o755)
+    result = subprocess.run([str(SCRIPT), str(tmp_path / "old"), str(tmp_path / "new"), "--jobs", "3"], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, "SYNCAGENT": str(stand_in), "MAX_PASSES": "2"})
     assert result.returncode == 1
-    assert "something went wrong" in result.stderr and "without its JSON summary" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert f"args: migrate {tmp_path / 'old'} {tmp_path / 'new'} --jobs 3 --passes 2" in result.stdout
+    assert "something went wrong" in result.stderr and "Traceback" not in result.stderr
