@@ -33,7 +33,7 @@ def test_a_disk_registry_moves_into_a_bucket_with_a_report_and_a_go(tmp_path, bu
     bulk_report = tmp_path / "bulk.md"
     bulk = syncagent("migrate", old, bucket, "--report", bulk_report, "--jobs", "4")
     assert bulk.returncode == 0, bulk.describe()
-    assert f"3 repositories: 9 tags and" in bulk.stdout, bulk.describe()
+    assert "3 repositories: 9 tags and" in bulk.stdout, bulk.describe()
     assert "== pass 1" in bulk.stdout and "== pass 2" in bulk.stdout and "in sync" in bulk.stdout, bulk.describe()
     report = bulk_report.read_text()
     assert "# Registry migration: bulk phase" in report and "| pass 1 | 9 |" in report and f"| {tree.blobs} |" in report
