@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.images import ImageFactory, layer, pull
 from tests.support.registry import Registry
-from tests.support.sync_checks import Pushed, build_images, push_images, sync_report
+from tests.support.sync_checks import Pushed, assert_serves_like_primary, build_images, push_images, sync_report
 
 PROBLEM_KEYS = {"kind", "repository", "tag", "digest", "reason"}
 
@@ -63,22 +63,6 @@ def corrupt_blob(root: Path, digest: str) -> None:
     assert "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest() != digest
 
 
-def assert_serves_like_primary(secondary: Registry, primary: Registry, pushed: Pushed, pulls: Path) -> None:
-    """Same catalog and tags; every tag and every digest servable and pulled by skopeo with the primary's digest."""
-    assert secondary.catalog() == primary.catalog()
-    for repo in pushed.repositories:
-        assert secondary.tags(repo) == primary.tags(repo), repo
-    for (repo, tag), image in pushed.tags.items():
-        assert primary.manifest_digest(repo, tag) == image.digest
-        assert secondary.manifest_digest(repo, tag) == image.digest, f"{repo}:{tag}"
-        assert secondary.servable_problems(repo, tag) == []
-        assert pull(secondary.url, repo, tag, pulls / f"{repo.replace('/', '_')}-{tag}") == image.digest
-    for repo, digest in pushed.digests():
-        assert primary.servable_problems(repo, digest) == []
-        assert secondary.servable_problems(repo, digest) == []
-        out = pulls / f"{repo.replace('/', '_')}-{digest[7:19]}"
-        if not out.exists():
-            assert pull(secondary.url, repo, digest, out) == digest
 
 
 def test_sync_publishes_everything_and_follows_a_moved_tag(tmp_path, images, primary, start_registry, syncagent):

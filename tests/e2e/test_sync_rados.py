@@ -40,9 +40,9 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.support.components import require_tool
-from tests.support.images import Image, ImageFactory, layer, pull
+from tests.support.images import Image, ImageFactory, layer
 from tests.support.registry import Registry
-from tests.support.sync_checks import Pushed, assert_full_sync, assert_noop_sync, build_images, fs_layout, push_images, sync_report
+from tests.support.sync_checks import Pushed, assert_serves_like_primary, assert_full_sync, assert_noop_sync, build_images, fs_layout, push_images, sync_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
@@ -220,22 +220,6 @@ def blob_size(layout: dict[str, bytes | int], digest: str) -> int:
     return size
 
 
-def assert_serves_like_primary(secondary: Registry, primary: Primary, pulls: Path) -> None:
-    """Same catalog and tags as the primary; every tag and digest servable, and pulled by skopeo with the primary's digest."""
-    pushed = primary.pushed
-    assert secondary.catalog() == primary.registry.catalog()
-    for repo in pushed.repositories:
-        assert secondary.tags(repo) == primary.registry.tags(repo), repo
-    for (repo, tag), image in pushed.tags.items():
-        assert primary.registry.manifest_digest(repo, tag) == image.digest
-        assert secondary.manifest_digest(repo, tag) == image.digest, f"{repo}:{tag}"
-        assert secondary.servable_problems(repo, tag) == []
-        assert pull(secondary.url, repo, tag, pulls / f"{repo.replace('/', '_')}-{tag}") == image.digest
-    for repo, digest in pushed.digests():
-        assert secondary.servable_problems(repo, digest) == []
-        out = pulls / f"{repo.replace('/', '_')}-{digest[7:19]}"
-        if not out.exists():
-            assert pull(secondary.url, repo, digest, out) == digest
 
 
 def assert_striped(namespace: Namespace, digest: str, size: int) -> None:
@@ -276,7 +260,7 @@ def test_filesystem_to_rados_and_back_is_served_by_a_read_only_registry(tmp_path
     assert fs_layout(destination) == layout
     assert_verified(syncagent("verify", destination))
     secondary = serve(destination)
-    assert_serves_like_primary(secondary, primary, tmp_path / "pulls")
+    assert_serves_like_primary(secondary, primary.registry, primary.pushed, tmp_path / "pulls")
 
     assert_noop_sync(syncagent("sync", f"file://{primary.root}", namespace.url, "--json"))
     assert namespace.backend.scan_leftovers() == []
@@ -353,5 +337,5 @@ def test_sync_killed_mid_blob_leaves_nothing_visible_and_resumes(tmp_path, prima
     assert_full_sync(syncagent("sync", namespace.url, destination, "--json"), primary.pushed)
     assert fs_layout(destination) == layout
     secondary = serve(destination)
-    assert_serves_like_primary(secondary, primary, tmp_path / "pulls")
+    assert_serves_like_primary(secondary, primary.registry, primary.pushed, tmp_path / "pulls")
     assert_noop_sync(syncagent("sync", primary.root, namespace.url, "--json"))

@@ -45,7 +45,7 @@ from tests.support.components import require_tool
 from tests.support.fixtures_backend_s3 import rgw_admin_client, rgw_url
 from tests.support.images import Image, ImageFactory, layer, pull
 from tests.support.registry import Registry, S3Storage
-from tests.support.sync_checks import Pushed, assert_full_sync, assert_noop_sync, build_images, fs_layout, push_images, sync_report
+from tests.support.sync_checks import Pushed, assert_serves_like_primary, assert_full_sync, assert_noop_sync, build_images, fs_layout, push_images, sync_report
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ceph]
 
@@ -172,26 +172,6 @@ def serve(tmp_path):
         registry.stop()
 
 
-def assert_serves_like_primary(secondary: Registry, primary: Registry, pushed: Pushed, pulls: Path | None) -> None:
-    """Same catalog and tags as the primary; every tag and digest servable, and pulled by skopeo with the primary's digest.
-
-    With ``pulls`` None only the HTTP API is checked (manifests fetched, blobs HEADed).
-    """
-    assert secondary.catalog() == primary.catalog()
-    for repo in pushed.repositories:
-        assert secondary.tags(repo) == primary.tags(repo), repo
-    for (repo, tag), image in pushed.tags.items():
-        assert primary.manifest_digest(repo, tag) == image.digest
-        assert secondary.manifest_digest(repo, tag) == image.digest, f"{repo}:{tag}"
-        assert secondary.servable_problems(repo, tag) == []
-        if pulls is not None:
-            assert pull(secondary.url, repo, tag, pulls / f"{repo.replace('/', '_')}-{tag}") == image.digest
-    for repo, digest in pushed.digests():
-        assert secondary.servable_problems(repo, digest) == []
-        if pulls is not None:
-            out = pulls / f"{repo.replace('/', '_')}-{digest[7:19]}"
-            if not out.exists():
-                assert pull(secondary.url, repo, digest, out) == digest
 
 
 def s3_layout(buckets: Buckets, bucket: str, root: str) -> dict[str, bytes | int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.images import Image, ImageFactory, Layer, layer
+from tests.support.images import Image, ImageFactory, Layer, layer, pull
 
 V2 = "docker/registry/v2"
 
@@ -112,3 +112,25 @@ def fs_layout(root: Path) -> dict[str, bytes | int]:
         relative = str(path.relative_to(base))
         found[relative] = path.read_bytes() if path.name == "link" else path.stat().st_size
     return found
+
+
+def assert_serves_like_primary(secondary, primary, pushed: Pushed, pulls: Path | None) -> None:
+    """The secondary registry serves what the primary does: the same catalog and tags; every tag and every
+    pushed digest servable (manifests fetched with every Accept type, index children, blobs HEADed), and,
+    unless ``pulls`` is None, pulled by skopeo into ``pulls`` with the primary's digest."""
+    assert secondary.catalog() == primary.catalog()
+    for repo in pushed.repositories:
+        assert secondary.tags(repo) == primary.tags(repo), repo
+    for (repo, tag), image in pushed.tags.items():
+        assert primary.manifest_digest(repo, tag) == image.digest
+        assert secondary.manifest_digest(repo, tag) == image.digest, f"{repo}:{tag}"
+        assert secondary.servable_problems(repo, tag) == []
+        if pulls is not None:
+            assert pull(secondary.url, repo, tag, pulls / f"{repo.replace('/', '_')}-{tag}") == image.digest
+    for repo, digest in pushed.digests():
+        assert primary.servable_problems(repo, digest) == []
+        assert secondary.servable_problems(repo, digest) == []
+        if pulls is not None:
+            out = pulls / f"{repo.replace('/', '_')}-{digest[7:19]}"
+            if not out.exists():
+                assert pull(secondary.url, repo, digest, out) == digest
