@@ -7,19 +7,17 @@ import pytest
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
 from syncagent.sync.engine import Engine, SyncOptions
-from syncagent.sync.layout import BlobData, LayerLink, RevisionLink, TagCurrentLink, key_of
+from syncagent.sync.layout import BlobData, LayerLink, RevisionLink, TagCurrentLink, key_of, repository_prefix, tags_prefix
 from syncagent.sync.replica import MARKER_KEY
 from syncagent.testing.synthetic import TreeWriter
 from syncagent.check.verify import verify_backend
-from tests.unit.test_engine import InvariantCheckingBackend, dest_tags
+from tests.support.engine_checks import InvariantCheckingBackend, dest_tags, sync
 
 
-def sync(source, dest, **options):
-    return Engine(source, dest, SyncOptions(**options)).run()
 
 
 def delete_source_tag(source, repository, tag):
-    for info in list(source.iter_objects(f"docker/registry/v2/repositories/{repository}/_manifests/tags/{tag}/")):
+    for info in list(source.iter_objects(f"{tags_prefix(repository)}{tag}/")):
         source.delete(info.key)
 
 
@@ -70,11 +68,11 @@ def test_tag_deleted_but_manifest_kept_at_source_keeps_the_revision(world):
 
 def test_whole_repository_gone_at_source(world):
     source, dest, _, _ = world
-    for info in list(source.iter_objects("docker/registry/v2/repositories/tools/")):
+    for info in list(source.iter_objects(repository_prefix("tools"))):
         source.delete(info.key)
     report = sync(source, dest, delete=True)
     assert report.ok, report.problems
-    assert list(dest.iter_objects("docker/registry/v2/repositories/tools/")) == []
+    assert list(dest.iter_objects(repository_prefix("tools"))) == []
     assert len(dest_tags(dest, "app")) == 4
     assert dest.violations == []
 

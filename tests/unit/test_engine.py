@@ -9,10 +9,11 @@ import threading
 
 import pytest
 
-from backends import BackendError, NotFound
+
 from backends.memory import MemoryBackend
 from syncagent.sync.engine import Engine, SyncOptions
 from syncagent.sync.layout import (
+    REPOSITORIES_PREFIX,
     BlobData,
     Digest,
     LayerLink,
@@ -21,59 +22,13 @@ from syncagent.sync.layout import (
     key_of,
     parse_key,
     parse_link,
+    tags_prefix,
 )
 from syncagent.sync.records import RECORDS_PREFIX
 from syncagent.sync.replica import MARKER_KEY
 from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
+from tests.support.engine_checks import FailingPuts, InvariantCheckingBackend, dest_tags, kinds, sync
 from syncagent.check.verify import verify_backend
-
-
-class InvariantCheckingBackend(MemoryBackend):
-    """A destination that checks the whole invariant after every single write."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._serial = threading.Lock()
-        self.writes: list[str] = []
-        self.violations: list = []
-
-    def put(self, key, data, **kwargs):
-        with self._serial:
-            info = super().put(key, data, **kwargs)
-            self.writes.append(key)
-            report = verify_backend(self, hygiene=False)
-            if not report.ok:
-                self.violations.append((key, [p.describe() for p in report.problems]))
-        return info
-
-
-class FailingPuts(MemoryBackend):
-    """A destination whose puts of chosen keys fail like a full or broken disk."""
-
-    def __init__(self, failing) -> None:
-        super().__init__()
-        self.failing = failing
-
-    def put(self, key, data, **kwargs):
-        if self.failing(key):
-            data.read(100)
-            raise BackendError(f"{key}: No space left on device", key=key)
-        return super().put(key, data, **kwargs)
-
-
-def sync(source, dest, **options):
-    return Engine(source, dest, SyncOptions(**options)).run()
-
-
-def kinds(report):
-    return sorted(p.kind for p in report.problems)
-
-
-def dest_tags(dest, repository):
-    tags = {}
-    for entry in dest.iter_children(f"docker/registry/v2/repositories/{repository}/_manifests/tags/"):
-        tags[entry.name] = str(parse_link(dest.read_bytes(key_of(TagCurrentLink(repository, entry.name)))))
-    return tags
 
 
 @pytest.fixture
@@ -183,12 +138,12 @@ def test_a_destination_without_blob_data_gets_no_blob_stats(source, tree):
 def test_a_fresh_destination_is_not_read_per_repository(source, tree):
     dest = CountingReads()
     assert sync(source, dest, jobs=4).ok
-    per_repository = [p for p in dest.listed if p.startswith("docker/registry/v2/repositories/") and "/_" in p]
+    per_repository = [p for p in dest.listed if p.startswith(REPOSITORIES_PREFIX) and "/_" in p]
     assert per_repository == []
     dest.listed.clear()
     again = sync(source, dest, jobs=4)  # marked now: read as usual, and found up to date
     assert again.ok and again.counters["links_written"] == 0
-    assert {r for r in tree.repositories if f"docker/registry/v2/repositories/{r}/_manifests/tags/" in dest.listed} == set(tree.repositories)
+    assert {r for r in tree.repositories if tags_prefix(r) in dest.listed} == set(tree.repositories)
 
 
 def test_blobs_already_present_with_right_size_are_not_copied(source, tree):
@@ -272,7 +227,7 @@ def test_invalid_repository_names_and_junk_are_never_copied(source):
     writer.image("ok", [b"x"], tag="v1")
     layer = writer.blob(b"x")
     source.put_bytes(f"docker/registry/v2/repositories/Bad/_layers/sha256/{layer.hex}/link", str(layer).encode())
-    source.put_bytes(f"docker/registry/v2/repositories/a..b/_manifests/tags/v1/current/link", str(layer).encode())
+    source.put_bytes("docker/registry/v2/repositories/a..b/_manifests/tags/v1/current/link", str(layer).encode())
     source.put_bytes("docker/registry/v2/repositories/ok/_uploads/1234/data", b"partial upload")
     source.put_bytes("docker/registry/v2/repositories/ok/_manifests/tags/v1/current/link.5.tmp", b"")
     source.put_bytes("docker/registry/v2/repositories/ok/_manifests/tags/.bad/current/link", str(layer).encode())

@@ -14,6 +14,7 @@ from syncagent.sync import records as pass_records
 from syncagent.sync.engine import Engine, SyncOptions
 from syncagent.sync.layout import Digest, TagCurrentLink, TagIndexLink, key_of
 from syncagent.sync.records import RECORDS_PREFIX, STALE_AFTER, PassRecords, read_records
+from tests.support.engine_checks import sync
 from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
 from syncagent.check.verify import verify_backend
 
@@ -48,8 +49,6 @@ class Recording(MemoryBackend):
         return super().iter_children(prefix)
 
 
-def sync(source, dest, **options):
-    return Engine(source, dest, SyncOptions(**options)).run()
 
 
 def history_keys(tree):

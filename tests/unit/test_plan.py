@@ -14,7 +14,7 @@ from syncagent.sync.steps import AwaitBlob, CheckHistory, CopyBlob, LinkLayers, 
 from syncagent.sync.survey import survey_repository
 from syncagent.testing.synthetic import TreeWriter
 
-from .test_engine import sync
+from tests.support.engine_checks import sync
 
 
 def survey(source, dest, repository, settings=PlanSettings(), **kwargs):

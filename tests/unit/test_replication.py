@@ -14,7 +14,7 @@ from syncagent.sync.engine import Engine, SyncOptions
 from syncagent.sync.layout import BLOBS_PREFIX, BlobData, Digest, key_of
 from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
 from syncagent.check.verify import verify_backend
-from tests.unit.test_engine import InvariantCheckingBackend, dest_tags
+from tests.support.engine_checks import InvariantCheckingBackend, dest_tags
 
 
 class Replicator:

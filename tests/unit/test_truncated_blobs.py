@@ -10,7 +10,7 @@ from syncagent.check.verify import verify_backend
 from syncagent.sync.engine import Engine, SyncOptions
 from syncagent.sync.layout import BlobData, Digest, key_of
 from syncagent.testing.synthetic import TreeWriter
-from tests.unit.test_engine import dest_tags
+from tests.support.engine_checks import dest_tags
 
 
 def synced_with_a_truncated_layer():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backends.filesystem import FilesystemBackend
-from syncagent.sync.engine import Engine, SyncOptions
+from syncagent.sync.engine import Engine
 from syncagent.sync.layout import BlobData, Digest, LayerLink, TagCurrentLink, key_of
 from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
 
