@@ -144,6 +144,7 @@ def _verify_repository(
     report.count("repositories")
     cache: dict[Digest, Manifest] = {}
     verdicts: dict[Digest, list[str]] = {}
+    unread: dict[Digest, str] = {}  # roots whose closure could not be read: not damage, a read that failed
 
     def load(digest: Digest) -> Manifest:
         if digest not in cache:
@@ -156,6 +157,8 @@ def _verify_repository(
                 closure: Closure = resolve_closure(root, load)
             except ClosureError as exc:
                 verdicts[root] = [f"{exc.digest}: {exc.reason}"]
+                if exc.kind == "read-failed":
+                    unread[root] = verdicts[root][0]
             else:
                 verdicts[root] = missing_from(target, repository, closure, known_sizes=present, confirmed_links=confirmed_links,
                                               on_size_mismatch=lambda digest, found, size: _size_mismatch(report, digest, found, size))
@@ -163,13 +166,17 @@ def _verify_repository(
 
     for digest in sorted(state.revisions):
         missing = verdict(digest)
-        if missing:
+        if digest in unread:
+            report.add_problem(Problem("read-failed", unread[digest], repository=repository, digest=str(digest)))
+        elif missing:
             report.add_problem(Problem("broken-revision", "; ".join(missing[:5]), repository=repository, digest=str(digest)))
         else:
             report.count("revisions_whole")
     for tag, digest in sorted(state.tags.items()):
         missing = verdict(digest)
-        if missing:
+        if digest in unread:
+            report.add_problem(Problem("read-failed", unread[digest], repository=repository, tag=tag, digest=str(digest)))
+        elif missing:
             report.add_problem(Problem("broken-tag", "; ".join(missing[:5]), repository=repository, tag=tag, digest=str(digest)))
         else:
             report.count("tags_whole")
