@@ -26,7 +26,8 @@ from syncagent.sync.layout import TagCurrentLink, key_of, parse_link
 from syncagent.sync.manifest import OCI_MANIFEST, MalformedManifest, parse_manifest
 from syncagent.sidecar.notifications import MalformedEnvelope, parse_envelope
 from syncagent.sync.records import RECORDS_PREFIX, read_records
-from syncagent.check.registry import RegistryChecker, RegistryCheckError, _Response
+from syncagent.check.registry import RegistryChecker, RegistryCheckError
+from syncagent.check.registry.client import _Response
 from syncagent.sync.replica import MARKER_KEY, read_marker
 from syncagent.testing.synthetic import TreeWriter
 from syncagent.check.verify import verify_backend
