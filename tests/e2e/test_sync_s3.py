@@ -12,7 +12,7 @@ own s3 driver) -- and copied with the CLI:
   denying PutObject, put in place by RGW while the upload is running): exit 1,
   a report naming it, no incomplete multipart upload, no published tag whose
   closure is missing, and a clean resume once writes are allowed again.
-  "Partway" is made deterministic by :class:`FaultingProxy`, a loopback proxy
+  "Partway" is made deterministic by :class:`tests.support.fault_proxy.S3FaultProxy`, a loopback proxy
   in front of RGW that holds one chosen request until the policy is in place.
 
 Every tag and every manifest digest (tagged, untagged, index children) is
@@ -29,19 +29,16 @@ every test writes into buckets or directories of its own. The largest layer
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
 from tests.support.components import require_tool
+from tests.support.fault_proxy import S3FaultProxy
 from tests.support.fixtures_backend_s3 import rgw_admin_client, rgw_url
 from tests.support.images import Image, ImageFactory, layer, pull
 from tests.support.registry import Registry, S3Storage
@@ -315,7 +312,7 @@ def test_writes_denied_partway_through_a_multipart_upload_leave_nothing_partial(
         if method == "PUT" and path == single_published and status == 200:
             tag_published.set()
 
-    with FaultingProxy(s3_credentials.rgw_endpoint, before=before, after=after) as proxy:
+    with S3FaultProxy(s3_credentials.rgw_endpoint, before=before, after=after) as proxy:
         through_proxy = rgw_url(s3_credentials, bucket, "mirror", endpoint_url=proxy.endpoint)
         failed = syncagent("sync", primary.root, through_proxy, "--json")
     assert policy_applied.is_set(), f"the big layer's second part never reached RGW\n{failed.describe()}"
@@ -378,7 +375,7 @@ def test_a_tag_index_link_refused_after_current_link_is_written_by_the_next_sync
             buckets.client.put_bucket_policy(Bucket=bucket, Policy=deny_writes_policy(bucket))
             denied.set()
 
-    with FaultingProxy(s3_credentials.rgw_endpoint, after=after) as proxy:
+    with S3FaultProxy(s3_credentials.rgw_endpoint, after=after) as proxy:
         failed = syncagent("sync", primary.root, rgw_url(s3_credentials, bucket, "mirror", endpoint_url=proxy.endpoint), "--json")
     assert denied.is_set() and failed.returncode == 1, failed.describe()
     layout = s3_layout(buckets, bucket, "mirror")
@@ -405,113 +402,3 @@ def test_a_tag_index_link_refused_after_current_link_is_written_by_the_next_sync
     repaired = syncagent("verify", primary.root, "--against", destination, "--repair", "--json")
     assert repaired.returncode == 0, repaired.describe()
     assert tag_index_key("library/single", "v1", digest) in s3_layout(buckets, bucket, "mirror"), repaired.describe()
-
-
-# -- a loopback proxy with a hook, to make "partway" deterministic -------------------------
-
-
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
-
-
-class FaultingProxy:
-    """Forwards S3 requests to RGW unchanged (Host included, so signatures hold), calling hooks around each.
-
-    ``before(method, path, query)`` runs before a request is forwarded and may
-    block it; ``after(method, path, query, status)`` runs once RGW answered,
-    before the answer is passed on. ``path`` is unquoted (``/BUCKET/KEY``).
-    Bodies are small in these tests and are buffered whole.
-    """
-
-    def __init__(
-        self,
-        upstream: str,
-        before: Callable[[str, str, dict], None] = lambda method, path, query: None,
-        after: Callable[[str, str, dict, int], None] = lambda method, path, query, status: None,
-    ) -> None:
-        parts = urlsplit(upstream)
-        self.upstream = (parts.hostname, parts.port or 80)
-        self.before, self.after = before, after
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _ForwardingHandler)
-        self.server.daemon_threads = True
-        self.server.proxy = self  # type: ignore[attr-defined]
-        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="s3-proxy", daemon=True)
-
-    def __enter__(self) -> "FaultingProxy":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(10)
-
-
-class _ForwardingHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, and 100-continue answered by the base class
-
-    def setup(self) -> None:
-        super().setup()
-        self.upstream: http.client.HTTPConnection | None = None
-
-    def finish(self) -> None:
-        if self.upstream is not None:
-            self.upstream.close()
-        super().finish()
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _body(self) -> bytes | None:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            pieces = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(pieces)
-                pieces.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = self.headers.get("Content-Length")
-        return self.rfile.read(int(length)) if length is not None else None
-
-    def _forward(self) -> None:
-        proxy: FaultingProxy = self.server.proxy  # type: ignore[attr-defined]
-        body = self._body()
-        parts = urlsplit(self.path)
-        path, query = unquote(parts.path), parse_qs(parts.query, keep_blank_values=True)
-        proxy.before(self.command, path, query)
-        try:
-            if self.upstream is None:
-                self.upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
-            self.upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            for name, value in self.headers.items():
-                if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
-                    self.upstream.putheader(name, value)
-            if body is not None:
-                self.upstream.putheader("Content-Length", str(len(body)))
-            self.upstream.endheaders(body)
-            response = self.upstream.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException):
-            if self.upstream is not None:
-                self.upstream.close()
-                self.upstream = None
-            self.send_error(502)
-            return
-        proxy.after(self.command, path, query, response.status)
-        self.send_response_only(response.status, response.reason)
-        for name, value in response.getheaders():
-            if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
-                self.send_header(name, value)
-        if self.command == "HEAD":
-            if response.getheader("Content-Length") is not None:
-                self.send_header("Content-Length", response.getheader("Content-Length"))
-        elif response.status not in (204, 304):
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD" and data:
-            self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
