@@ -290,13 +290,7 @@ def run_migrate(args: argparse.Namespace, source: Backend, dest: Backend) -> int
 
 
 def _problem_line(problem) -> str:
-    where = problem.repository or ""
-    if problem.tag:
-        where += f":{problem.tag}"
-    if problem.digest:
-        where += f"@{problem.digest}" if where else problem.digest
-    where = where or problem.key or ""
-    return f"- `{problem.kind}` {where}: {problem.reason}"
+    return f"- `{problem.kind}` {problem.where}: {problem.reason}"
 
 
 def _size(n: int) -> str:

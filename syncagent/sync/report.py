@@ -35,15 +35,18 @@ class Problem:
         """Every field, ``None`` (JSON null) where unknown, so consumers can rely on the keys."""
         return asdict(self)
 
-    def describe(self) -> str:
+    @property
+    def where(self) -> str:
+        """``repository:tag@digest`` as far as known, else the key."""
         where = self.repository or ""
         if self.tag:
             where += f":{self.tag}"
         if self.digest:
             where += f"@{self.digest}" if where else self.digest
-        if not where and self.key:
-            where = self.key
-        return f"{self.kind:<18} {where}  {self.reason}"
+        return where or self.key or ""
+
+    def describe(self) -> str:
+        return f"{self.kind:<18} {self.where}  {self.reason}"
 
 
 Subscriber = Callable[[str, dict], None]
