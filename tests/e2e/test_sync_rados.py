@@ -118,7 +118,7 @@ class Namespace:
         """The head (``o:`` entry) of ``key`` in its parent's index, or None."""
         import rados
 
-        from backends.rados import OBJECT, Head, index_oid, split_key
+        from backends.rados.layout import OBJECT, Head, index_oid, split_key
 
         parent, name = split_key(key)
         try:
@@ -135,7 +135,7 @@ class Namespace:
         """The generations of puts of ``key`` in progress (``t:<name>/<gen>`` records in its parent's index)."""
         import rados
 
-        from backends.rados import index_oid, split_key, writer_key
+        from backends.rados.layout import index_oid, split_key, writer_key
 
         parent, name = split_key(key)
         try:
@@ -150,7 +150,7 @@ class Namespace:
         """Size of chunk object ``number`` of generation ``gen``, None if it does not exist."""
         import rados
 
-        from backends.rados import chunk_oid
+        from backends.rados.layout import chunk_oid
 
         try:
             size, _ = self.io.stat(chunk_oid(gen, number))

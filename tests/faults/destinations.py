@@ -143,7 +143,7 @@ class RadosDestination:
 
     def writes_in_flight(self) -> frozenset[str]:
         """Puts of the large blobs that recorded themselves (``t:`` in the parent's index) and stored a chunk."""
-        from backends.rados import WRITER, chunk_oid, index_oid, split_key
+        from backends.rados.layout import WRITER, chunk_oid, index_oid, split_key
 
         io = self._backend._io()
         found = set()
@@ -162,7 +162,7 @@ class RadosDestination:
         its commit and before its prefix markers leaves an object that listings
         miss until a read of it adds them (docs/rados.md).
         """
-        from backends.rados import OBJECT, Head, index_oid, split_key
+        from backends.rados.layout import OBJECT, Head, index_oid, split_key
 
         copies = {}
         for key in self.blobs():
@@ -176,7 +176,7 @@ class RadosDestination:
         """scan_leftovers() and pass records, less the known leak of tests/faults/test_rados_leftovers.py
         (kept in ``known_leaks``): a dead writer's record and chunks for a key another put has since
         committed. A writer record is followed by who wrote it and the head the object has now."""
-        from backends.rados import OBJECT, Head, index_oid
+        from backends.rados.layout import OBJECT, Head, index_oid
 
         found = self._backend.scan_leftovers()
         leaked: dict[str, list[str]] = {}

@@ -34,9 +34,9 @@ MIB = 1 << 20
 @pytest.fixture
 def rados_module():
     try:
-        from backends.rados import _load_rados
+        from backends.rados.errors import load_rados
 
-        return _load_rados()
+        return load_rados()
     except BackendUnavailable as exc:
         missing_component(f"the Python module rados ({exc})")
 
@@ -67,7 +67,7 @@ def test_bad_urls_are_configuration_errors(rados_module, url):
 
 
 def test_missing_binding_says_how_to_install(monkeypatch):
-    import backends.rados as module
+    import backends.rados.errors as module
 
     monkeypatch.setattr(module, "_rados", None)
     monkeypatch.setitem(sys.modules, "rados", None)
@@ -76,7 +76,7 @@ def test_missing_binding_says_how_to_install(monkeypatch):
 
 
 def test_object_names_have_a_fixed_length_whatever_the_key():
-    from backends.rados import chunk_oid, index_oid, parse_chunk_oid
+    from backends.rados.layout import chunk_oid, index_oid, parse_chunk_oid
 
     long_prefix = "docker/registry/v2/repositories/" + "a" * 255 + "/_manifests/tags/" + "t" * 128 + "/index/sha256/" + "f" * 64 + "/"
     assert len(index_oid(long_prefix)) == len(index_oid("")) < 64
@@ -90,14 +90,14 @@ def test_object_names_have_a_fixed_length_whatever_the_key():
     [("top", "", "top"), ("a/b", "a/", "b"), ("docker/registry/v2/blobs/sha256/ab/abcd/data", "docker/registry/v2/blobs/sha256/ab/abcd/", "data")],
 )
 def test_split_key(key, parent, name):
-    from backends.rados import split_key, split_prefix
+    from backends.rados.layout import split_key, split_prefix
 
     assert split_key(key) == (parent, name)
     assert split_prefix(key + "/") == (parent, name)
 
 
 def test_head_round_trips_and_rejects_garbage():
-    from backends.rados import Head
+    from backends.rados.layout import Head
 
     head = Head(13 * MIB + 17, "0" * 32, 4 * MIB, 4)
     assert Head.decode(head.encode(), "k") == head
@@ -123,40 +123,40 @@ def test_head_round_trips_and_rejects_garbage():
     ],
 )
 def test_rados_errors_become_typed_errors(rados_module, make, expected):
-    from backends.rados import _translate
+    from backends.rados.errors import translate
 
-    translated = _translate(make(rados_module), "some/key")
+    translated = translate(make(rados_module), "some/key")
     assert type(translated) is expected
     assert "some/key" in str(translated)
 
 
 def test_size_limit_errors_name_the_cluster_setting(rados_module):
-    from backends.rados import _translate
+    from backends.rados.errors import translate
 
-    assert "osd_max_object_size" in str(_translate(rados_module.OSError("x", errno=errno.EFBIG), "k"))
-    assert "osd_max_write_size" in str(_translate(rados_module.OSError("x", errno=errno.EMSGSIZE), "k"))
+    assert "osd_max_object_size" in str(translate(rados_module.OSError("x", errno=errno.EFBIG), "k"))
+    assert "osd_max_write_size" in str(translate(rados_module.OSError("x", errno=errno.EMSGSIZE), "k"))
 
 
 @pytest.mark.parametrize("text, value", [("134217728\n", 134217728), ("90", 90), ("128M", 128 * MIB), ("4Ki", 4096), ("", 0), ("x", 0)])
 def test_parse_size(text, value):
-    from backends.rados import _parse_size
+    from backends.rados.options import parse_size
 
-    assert _parse_size(text) == value
+    assert parse_size(text) == value
 
 
 def test_dead_and_live_writers():
-    from backends.rados import _ACTIVE_GENS, Writer
+    from backends.rados.writers import Writer, ended, started
 
     me = Writer.this_process()
     dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_child.wait()
     dead = Writer(me.host, me.boot, dead_child.pid, me.start, time.time())
     assert dead.abandoned("g", 3600)
-    _ACTIVE_GENS.add("mine")
+    started("mine")
     try:
         assert not me.abandoned("mine", 3600)  # a put of this process, still running
     finally:
-        _ACTIVE_GENS.discard("mine")
+        ended("mine")
     assert me.abandoned("mine", 3600)  # this process gave it up
     assert not Writer("elsewhere", "b", 1, "1", time.time()).abandoned("g", 3600)
     assert Writer("elsewhere", "b", 1, "1", time.time() - 7200).abandoned("g", 3600)
@@ -171,13 +171,13 @@ def namespace_objects(backend) -> dict[str, int]:
 
 
 def chunks_of(backend) -> list[str]:
-    from backends.rados import CHUNK_PREFIX
+    from backends.rados.layout import CHUNK_PREFIX
 
     return sorted(name for name in namespace_objects(backend) if name.startswith(CHUNK_PREFIX))
 
 
 def head_of(backend, key):
-    from backends.rados import Head, index_oid, split_key
+    from backends.rados.layout import Head, index_oid, split_key
 
     parent, name = split_key(key)
     return Head.decode(backend._values(index_oid(parent), ["o:" + name], key)["o:" + name], key)
@@ -256,9 +256,9 @@ def test_delete_removes_every_chunk_and_index_object(rados_backend):
 
 @pytest.mark.ceph
 def test_listing_pages_through_large_indexes(rados_backend, monkeypatch):
-    import backends.rados as module
+    import backends.rados.backend as module
 
-    monkeypatch.setattr(module, "_PAGE", 3)
+    monkeypatch.setattr(module, "PAGE", 3)
     keys = [f"d/obj{i}" for i in range(10)] + [f"d/sub{i}/x" for i in range(5)]
     for key in keys:
         rados_backend.put_bytes(key, b"1")
@@ -371,7 +371,8 @@ def test_writer_killed_mid_put_leaves_nothing_visible(rados_pool, rados_backend)
 
 @pytest.mark.ceph
 def test_put_of_another_host_is_cleaned_only_once_abandoned(rados_pool, rados_backend):
-    from backends.rados import Writer, chunk_oid, index_oid, writer_key
+    from backends.rados.layout import chunk_oid, index_oid, writer_key
+    from backends.rados.writers import Writer
 
     io_ = rados_backend._io()
     import rados
@@ -433,7 +434,7 @@ def test_markers_a_dead_writer_left_out_are_added_by_the_next_stat(rados_backend
     """A put killed between its commit and its listing markers: the next stat completes them."""
     import rados
 
-    from backends.rados import index_oid
+    from backends.rados.layout import index_oid
 
     rados_backend.put_bytes("repo/tags/v0/link", b"zero")
     rados_backend.put_bytes("repo/tags/v1/link", b"one")
@@ -458,7 +459,7 @@ def test_a_sync_after_a_dead_pass_completes_the_markers_of_its_last_history_link
     import rados
 
     from backends.memory import MemoryBackend
-    from backends.rados import index_oid
+    from backends.rados.layout import index_oid
     from syncagent.sync.engine import Engine, SyncOptions
     from syncagent.sync.layout import Digest, TagIndexLink, key_of
     from syncagent.sync.records import RECORDS_PREFIX
