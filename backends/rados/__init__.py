@@ -35,6 +35,8 @@ name and omap key is made by ``backends/rados/layout.py``, nowhere else.
   after a pass that did not finish, that includes every tag's history link).
 - Object names are hashes of fixed length: keys may be longer than
   ``osd_max_object_name_len`` allows.
+- Values read from the pool are decoded with a bound on their nesting, and
+  named in errors by their length and a short hash, never by their bytes.
 
 Files, in the order every backend package keeps: ``options.py`` (options, the
 cluster's limits, sizes), ``layout.py`` (object names, omap keys, what heads

@@ -1,11 +1,17 @@
 """The RADOS backend's own layout: the one place that names RADOS objects and omap keys, and that
-encodes and decodes what they hold (heads, garbage records). See the package docstring."""
+encodes and decodes what they hold (heads, garbage records). See the package docstring.
+
+Values read from the pool are JSON written by this backend, but anything may
+have been written there: :func:`load_record` accepts only a flat JSON object,
+and errors name a value by its length and a short hash, never by its bytes.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from typing import Any
 
 from ..errors import BackendError
 
@@ -14,6 +20,10 @@ CHUNK_PREFIX = "chunk."
 INLINE, PENDING, OBJECT, PREFIX, WRITER, GARBAGE = "i:", "m:", "o:", "p:", "t:", "x:"
 PREFIX_XATTR = "syncagent.prefix"  # on index objects: the prefix they index
 KEY_XATTR = "syncagent.key"  # on chunk objects: the key they belong to
+
+_MAX_BRACKETS = 8
+"""More ``[`` and ``{`` than a record holds (one): nesting is bounded by this count, so ``json.loads``
+never recurses deeper, whatever the value and however small the thread's stack."""
 
 
 def index_oid(prefix: str) -> str:
@@ -56,6 +66,29 @@ def is_content(omap_key: str | None) -> bool:
     return omap_key is not None and omap_key[:2] in (INLINE, PENDING, OBJECT, PREFIX)
 
 
+def describe(raw: bytes) -> str:
+    """A stored value as a report may name it: its length and a short hash, never its bytes."""
+    return f"{len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()[:12]}"
+
+
+def load_record(raw: bytes) -> dict[str, Any]:
+    """The flat JSON object a record holds; ValueError for anything else (nested too deeply included)."""
+    if raw.count(b"[") + raw.count(b"{") > _MAX_BRACKETS:
+        raise ValueError("nested deeper than a record")
+    fields = json.loads(raw)
+    if not isinstance(fields, dict):
+        raise ValueError("not a JSON object")
+    return fields
+
+
+def count_field(fields: dict[str, Any], name: str) -> int:
+    """A non-negative integer field (not a bool, a float or a string); ValueError otherwise."""
+    value = fields.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} is not a count")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Head:
     """What ``o:<name>`` holds: a stored version of an object. ``chunks == 0``: inline in ``i:<name>``."""
@@ -71,13 +104,17 @@ class Head:
 
     @classmethod
     def decode(cls, raw: bytes, key: str) -> "Head":
+        """Raises BackendError for a value that is not a head this backend wrote."""
         try:
-            fields = json.loads(raw)
-            head = cls(int(fields["size"]), str(fields["gen"]), int(fields["chunk_size"]), int(fields["chunks"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BackendError(f"{key}: unreadable head {raw[:200]!r}", key=key) from exc
+            fields = load_record(raw)
+            gen = fields.get("gen")
+            if not isinstance(gen, str) or not gen:
+                raise ValueError("gen is not a name")
+            head = cls(count_field(fields, "size"), gen, count_field(fields, "chunk_size"), count_field(fields, "chunks"))
+        except ValueError as exc:
+            raise BackendError(f"{key}: unreadable head ({describe(raw)}): {exc}", key=key) from None
         if head.chunks and head.chunk_size * head.chunks < head.size:
-            raise BackendError(f"{key}: head {raw[:200]!r} does not cover its size", key=key)
+            raise BackendError(f"{key}: head ({describe(raw)}) does not cover its size", key=key)
         return head
 
 
@@ -99,7 +136,7 @@ def garbage_value(chunks: int | None) -> bytes:
 def garbage_chunks(raw: bytes) -> int | None:
     """The chunk count of an ``x:`` record; None when unknown or unreadable (then the chunks are counted)."""
     try:
-        chunks = json.loads(raw)["chunks"]
-        return None if chunks is None else int(chunks)
-    except (ValueError, KeyError, TypeError):
+        fields = load_record(raw)
+        return None if fields.get("chunks") is None else count_field(fields, "chunks")
+    except ValueError:
         return None

@@ -11,6 +11,7 @@ import threading
 import time
 
 from ..processes import boot_id, process_start
+from .layout import load_record
 
 _ACTIVE_GENS: set[str] = set()  # puts in progress in this process
 _ACTIVE_LOCK = threading.Lock()
@@ -53,9 +54,9 @@ class Writer:
     @classmethod
     def decode(cls, raw: bytes) -> "Writer | None":
         try:
-            fields = json.loads(raw)
+            fields = load_record(raw)
             return cls(str(fields["host"]), str(fields["boot"]), int(fields["pid"]), str(fields["start"]), float(fields["since"]))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             return None
 
     def abandoned(self, gen: str, abandoned_after: float) -> bool:

@@ -144,6 +144,57 @@ def test_parse_size(text, value):
     assert parse_size(text) == value
 
 
+DEEP = b'{"size":' * 200_000 + b"1" + b"}" * 200_000
+
+
+def in_a_small_thread(function):
+    """Run ``function`` on a thread with a 256 KiB stack (the sidecar's threads are small); its result or error."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    previous = threading.stack_size(256 * 1024)
+    try:
+        thread = threading.Thread(target=run)
+        thread.start()
+    finally:
+        threading.stack_size(previous)
+    thread.join()
+    return outcome
+
+
+def test_values_from_the_pool_are_bounded_and_never_quoted():
+    import hashlib
+
+    from backends.rados.layout import Head, garbage_chunks, garbage_value
+    from backends.rados.writers import Writer
+
+    for raw in (DEEP, b"[" * 300_000):
+        outcome = in_a_small_thread(lambda: Head.decode(raw, "k"))
+        assert isinstance(outcome.get("error"), BackendError), outcome
+        assert in_a_small_thread(lambda: garbage_chunks(raw)) == {"value": None}
+        assert in_a_small_thread(lambda: Writer.decode(raw)) == {"value": None}
+    secret = b'{"size": 1, "gen": "confidential-looking-value", "chunk_size": 1, "chunks": "two"}'
+    with pytest.raises(BackendError) as raised:
+        Head.decode(secret, "some/key")
+    message = str(raised.value)
+    assert "confidential" not in message and str(len(secret)) in message
+    assert hashlib.sha256(secret).hexdigest()[:12] in message
+    with pytest.raises(BackendError) as raised:
+        Head.decode(Head(100, "confidential", 10, 2).encode(), "k")  # does not cover its size
+    assert "confidential" not in str(raised.value)
+    for bad in (b'{"size": 1e999, "gen": "g", "chunk_size": 0, "chunks": 0}', b'{"size": -1, "gen": "g", "chunk_size": 0, "chunks": 0}',
+                b'{"size": true, "gen": "g", "chunk_size": 0, "chunks": 0}', b'{"size": 1, "gen": 7, "chunk_size": 0, "chunks": 0}'):
+        with pytest.raises(BackendError):
+            Head.decode(bad, "k")
+    assert garbage_chunks(garbage_value(3)) == 3
+    assert garbage_chunks(garbage_value(None)) is None
+
+
 def test_dead_and_live_writers():
     from backends.rados.writers import Writer, ended, started
 
