@@ -24,7 +24,7 @@ class RadosOptions:
     op_timeout: int = option(0, "seconds before an OSD or monitor request fails as retryable; 0: wait, as Ceph does")
     chunk_size: int = option(0, "bytes per chunk object; 0 or more than the cluster allows: the cluster's osd_max_object_size")
     inline_max: int = option(16384, "objects up to this many bytes are kept in the index (omap), without chunk objects")
-    abandoned_after: int = option(86400, "seconds after which another host's unfinished put counts as abandoned and is cleaned")
+    abandoned_after: int = option(86400, "seconds after which an unfinished put whose writer cannot be checked (another host or pid namespace) counts as abandoned and is cleaned")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,16 +1,24 @@
 """Who is writing: the ``t:<name>/<gen>`` record a put of a large object leaves while it runs, and
-telling a slow writer from a dead one."""
+telling a slow writer from a dead one.
+
+A record names its writer with :class:`~backends.processes.WriterIdentity`
+(host, boot, pid namespace, pid, process start) and says since when it
+writes. Its put is abandoned when it can no longer commit: a put of this
+process that is no longer running; a writer of this host, boot and pid
+namespace whose process is gone; and any other writer (another host, another
+pid namespace, or a record of an earlier version without ``pidns``, which is
+never judged by its pid) once ``abandoned_after`` seconds have passed.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import socket
+import math
 import threading
 import time
 
-from ..processes import boot_id, process_start
+from ..processes import WriterIdentity
 from .layout import load_record
 
 _ACTIVE_GENS: set[str] = set()  # puts in progress in this process
@@ -35,35 +43,37 @@ def running(gen: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Writer:
-    """What ``t:<name>/<gen>`` holds."""
+    """What ``t:<name>/<gen>`` holds: the writer's identity fields and ``since``."""
 
-    host: str
-    boot: str
-    pid: int
-    start: str
+    identity: WriterIdentity
     since: float
 
     @classmethod
     def this_process(cls) -> "Writer":
-        pid = os.getpid()
-        return cls(socket.gethostname(), boot_id(), pid, process_start(pid) or "", time.time())
+        return cls(WriterIdentity.current(), time.time())
 
     def encode(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"), sort_keys=True).encode("ascii")
+        fields = {**self.identity.as_dict(), "since": self.since}
+        return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode("ascii")
 
     @classmethod
     def decode(cls, raw: bytes) -> "Writer | None":
+        """None for a value that is not a writer record (it is then never taken for abandoned)."""
         try:
             fields = load_record(raw)
-            return cls(str(fields["host"]), str(fields["boot"]), int(fields["pid"]), str(fields["start"]), float(fields["since"]))
-        except (ValueError, KeyError, TypeError, OverflowError):
+            identity = WriterIdentity.from_dict({"pidns": "", **fields})  # records without pidns: older versions
+            since = fields.get("since")
+            if not isinstance(since, (int, float)) or isinstance(since, bool) or not math.isfinite(since):
+                raise ValueError("since is not a time")
+        except ValueError:
             return None
+        return cls(identity, float(since))
 
     def abandoned(self, gen: str, abandoned_after: float) -> bool:
         """True when the put this record announces can no longer commit."""
-        me = Writer.this_process()
-        if self.host == me.host and self.boot and self.boot == me.boot:
-            if self.pid == me.pid and self.start == me.start:
-                return not running(gen)
-            return process_start(self.pid) != self.start
+        if self.identity == WriterIdentity.current():
+            return not running(gen)
+        alive = self.identity.alive()
+        if alive is not None:
+            return not alive
         return time.time() - self.since > abandoned_after

@@ -195,13 +195,21 @@ def test_values_from_the_pool_are_bounded_and_never_quoted():
     assert garbage_chunks(garbage_value(None)) is None
 
 
+def dead_pid() -> int:
+    """The pid of a process of this host that has ended."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
 def test_dead_and_live_writers():
+    from backends.processes import WriterIdentity
     from backends.rados.writers import Writer, ended, started
 
     me = Writer.this_process()
-    dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead_child.wait()
-    dead = Writer(me.host, me.boot, dead_child.pid, me.start, time.time())
+    here = me.identity
+    assert here == WriterIdentity.current()
+    dead = Writer(WriterIdentity(here.host, here.boot, here.pidns, dead_pid(), here.start), time.time())
     assert dead.abandoned("g", 3600)
     started("mine")
     try:
@@ -209,8 +217,37 @@ def test_dead_and_live_writers():
     finally:
         ended("mine")
     assert me.abandoned("mine", 3600)  # this process gave it up
-    assert not Writer("elsewhere", "b", 1, "1", time.time()).abandoned("g", 3600)
-    assert Writer("elsewhere", "b", 1, "1", time.time() - 7200).abandoned("g", 3600)
+    elsewhere = WriterIdentity("elsewhere", "b", "4026531836", 1, "1")
+    assert not Writer(elsewhere, time.time()).abandoned("g", 3600)
+    assert Writer(elsewhere, time.time() - 7200).abandoned("g", 3600)
+
+
+def test_a_writer_in_another_pid_namespace_is_judged_by_time_not_by_pid():
+    """Its pid means another process here (issue 13: the pid namespace was ignored)."""
+    from backends.processes import WriterIdentity
+    from backends.rados.writers import Writer
+
+    here = WriterIdentity.current()
+    other_namespace = WriterIdentity(here.host, here.boot, here.pidns + "0", dead_pid(), here.start)
+    assert not Writer(other_namespace, time.time()).abandoned("g", 3600)
+    assert Writer(other_namespace, time.time() - 7200).abandoned("g", 3600)
+
+
+def test_writer_records_round_trip_and_old_ones_without_pidns_are_judged_by_time():
+    from backends.rados.writers import Writer
+
+    me = Writer.this_process()
+    assert Writer.decode(me.encode()) == me
+    assert me.encode().isascii()  # omap_cmp compares it as text
+    old = json.dumps({"host": me.identity.host, "boot": me.identity.boot, "pid": dead_pid(), "start": me.identity.start,
+                      "since": time.time()}).encode()
+    decoded = Writer.decode(old)
+    assert decoded is not None and decoded.identity.pidns == ""
+    assert not decoded.abandoned("g", 3600)  # never dead by its pid: it may come from another pid namespace
+    assert decoded.abandoned("g", 0)
+    for raw in (b"", b"[]", b'{"host": "h"}', b'{"host":"h","boot":"b","pid":"1","start":"1","since":1}',
+                b'{"host":"h","boot":"b","pid":1,"start":"1","since":1e999}'):
+        assert Writer.decode(raw) is None
 
 
 # --- against the cluster ------------------------------------------------------------------
@@ -420,29 +457,59 @@ def test_writer_killed_mid_put_leaves_nothing_visible(rados_pool, rados_backend)
     assert rados_backend.scan_leftovers() == []  # the next put of the key cleaned up after the dead writer
 
 
-@pytest.mark.ceph
-def test_put_of_another_host_is_cleaned_only_once_abandoned(rados_pool, rados_backend):
-    from backends.rados.layout import chunk_oid, index_oid, writer_key
-    from backends.rados.writers import Writer
-
-    io_ = rados_backend._io()
+def plant_leftovers(backend, parent: str, name: str, gen: str, record: dict | None, chunks: int = 2) -> list[str]:
+    """What a put of ``parent + name`` that never committed leaves: its t: record (as ``record``, written as
+    JSON the way any version of the backend wrote it) or, for ``record=None``, an x: record, and chunk
+    objects; the chunk objects' names."""
     import rados
 
-    def fake_put(gen: str, since: float) -> None:
-        record = Writer("elsewhere", "other-boot", 4242, "1", since).encode()
-        with rados.WriteOpCtx() as op:
-            io_.set_omap(op, [writer_key("obj", gen)], [record])
-            io_.operate_write_op(op, index_oid("d/"))
-        for number in range(2):
-            io_.write_full(chunk_oid(gen, number), b"partial")
+    from backends.rados.layout import chunk_oid, garbage_key, index_oid, writer_key
 
-    fake_put("a" * 32, time.time() - 2 * 86400)  # older than abandoned_after: dead
-    fake_put("b" * 32, time.time())  # maybe still writing
+    io_ = backend._io()
+    omap_key, value = (writer_key(name, gen), json.dumps(record)) if record is not None else (garbage_key(name, gen), '{"chunks": null}')
+    with rados.WriteOpCtx() as op:
+        io_.set_omap(op, [omap_key], [value.encode()])
+        io_.operate_write_op(op, index_oid(parent))
+    names = [chunk_oid(gen, number) for number in range(chunks)]
+    for oid in names:
+        io_.write_full(oid, b"partial")
+    return names
+
+
+def writer_record(host: str, boot: str, pid: int, start: str, since: float, pidns: str | None) -> dict:
+    record = {"host": host, "boot": boot, "pid": pid, "start": start, "since": since}
+    return record if pidns is None else {**record, "pidns": pidns}
+
+
+@pytest.mark.ceph
+def test_put_of_another_host_is_cleaned_only_once_abandoned(rados_backend):
+    from backends.rados.layout import chunk_oid
+
+    plant_leftovers(rados_backend, "d/", "obj", "a" * 32, writer_record("elsewhere", "other-boot", 4242, "1", time.time() - 2 * 86400, "1"))
+    plant_leftovers(rados_backend, "d/", "obj", "b" * 32, writer_record("elsewhere", "other-boot", 4242, "1", time.time(), "1"))
     rados_backend.put_bytes("d/obj", b"v")
     assert chunks_of(rados_backend) == [chunk_oid("b" * 32, 0), chunk_oid("b" * 32, 1)]
     assert rados_backend.scan_leftovers() == sorted(
         [f"orphan chunk {chunk_oid('b' * 32, 0)}", f"orphan chunk {chunk_oid('b' * 32, 1)}", f"record t:obj/{'b' * 32} in the index of 'd/'"]
     )
+
+
+@pytest.mark.ceph
+def test_writers_of_this_host_judged_by_pid_only_in_their_pid_namespace(rados_backend):
+    """A pid names a process only within its pid namespace (issue 13): a record from another pid
+    namespace, or an old one that does not say its namespace, is judged by ``abandoned_after`` alone."""
+    from backends.processes import WriterIdentity
+
+    here, gone = WriterIdentity.current(), dead_pid()
+    recent, old = time.time(), time.time() - 2 * 86400
+    kept = plant_leftovers(rados_backend, "d/", "obj", "a" * 32, writer_record(here.host, here.boot, gone, here.start, recent, here.pidns + "0"))
+    kept += plant_leftovers(rados_backend, "d/", "obj", "b" * 32, writer_record(here.host, here.boot, gone, here.start, recent, None))
+    plant_leftovers(rados_backend, "d/", "obj", "c" * 32, writer_record(here.host, here.boot, gone, here.start, recent, here.pidns))
+    plant_leftovers(rados_backend, "d/", "obj", "d" * 32, writer_record(here.host, here.boot, gone, here.start, old, None))
+    rados_backend.put_bytes("d/obj", b"v")
+    assert chunks_of(rados_backend) == sorted(kept)
+    assert [line for line in rados_backend.scan_leftovers() if line.startswith("record")] == [
+        f"record t:obj/{'a' * 32} in the index of 'd/'", f"record t:obj/{'b' * 32} in the index of 'd/'"]
 
 
 @pytest.mark.ceph
