@@ -18,7 +18,7 @@ from .layout import (
     INLINE, KEY_XATTR, OBJECT, PENDING, PREFIX, PREFIX_XATTR, EntryState, Head, chunk_oid, garbage_key, garbage_value,
     index_oid, is_content, split_key, split_prefix, writer_key,
 )
-from .leftovers import Leftovers
+from .leftovers import Leftovers, left_for_later
 from .options import COMMIT_ATTEMPTS, PAGE, RadosOptions
 from .streams import ChunkReader, Source
 from .writers import Writer, ended, started
@@ -82,8 +82,8 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
                 self._prune(parent, key)  # deleted meanwhile: take back the markers just added
                 return
             self._remove_omap(index_oid(parent), [PENDING + name], key)
-        except BackendError:
-            pass
+        except BackendError as exc:
+            left_for_later("adding the listing markers", key, exc)
 
     def stat(self, key: str) -> ObjectInfo:
         head, _ = self._head(key)
@@ -346,7 +346,7 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             parent, name = split_prefix(prefix) if prefix else ("", "")
             if prefix:
                 self._remove_omap(index_oid(parent), [PREFIX + name], key)
-            with self._private_ioctx() as ioctx:
+            with self._private_ioctx(key) as ioctx:
                 exists, first = self._first_key(ioctx, oid, key)
                 if is_content(first):
                     self._ensure_markers(prefix, key)

@@ -130,10 +130,11 @@ class Connection:
             cluster.shutdown()
 
     @contextlib.contextmanager
-    def _private_ioctx(self) -> Iterator[Any]:
+    def _private_ioctx(self, key: str) -> Iterator[Any]:
         """An ioctx of one's own, for ``get_last_version`` (per ioctx, so racy on the shared one)."""
         self._io()
-        ioctx = self._cluster.open_ioctx(self.pool)
+        with translating(key, what=f"opening pool {self.pool!r}"):
+            ioctx = self._cluster.open_ioctx(self.pool)
         try:
             ioctx.set_namespace(self.namespace)
             yield ioctx

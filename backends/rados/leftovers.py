@@ -4,21 +4,31 @@ removing unused chunk sets, undoing a put that will not commit, and ``scan_lefto
 Leftovers are always recorded in the index of the key's parent: ``t:`` (a put
 that may still be running) or ``x:`` (a chunk set no head uses). The next put
 or delete of the key removes what is provably unused: every ``x:`` set, and
-the sets of ``t:`` records whose writers are gone (claimed first).
+the sets of ``t:`` records whose writers are gone (claimed first). Collecting
+is best effort: what it cannot remove stays recorded, and is logged.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 
-from ..errors import BackendError, NotFound
+from ..errors import BackendError, NotFound, PermissionDenied
 from .errors import errno_of, load_rados, translating
 from .layout import (
-    GARBAGE, INDEX_PREFIX, OBJECT, PENDING, PREFIX, PREFIX_XATTR, WRITER, EntryState, Head, chunk_oid,
+    GARBAGE, INDEX_PREFIX, OBJECT, PENDING, PREFIX, PREFIX_XATTR, WRITER, EntryState, Head, chunk_oid, describe,
     garbage_chunks, garbage_key, garbage_value, index_oid, parse_chunk_oid, split_key, split_prefix, writer_key,
 )
 from .options import PAGE
 from .writers import Writer
+
+log = logging.getLogger(__name__)
+
+
+def left_for_later(what: str, key: str, exc: BackendError) -> None:
+    """Log a best-effort step that failed; a user without write rights (a read-only source) is expected."""
+    level = logging.DEBUG if isinstance(exc, PermissionDenied) else logging.WARNING
+    log.log(level, "%s: %s failed, left recorded for a later put or delete of the key: %s", key, what, exc)
 
 
 class Leftovers:
@@ -26,7 +36,7 @@ class Leftovers:
 
     def _collect(self, key: str, state: EntryState) -> None:
         """Remove the chunk sets ``state`` shows unused: the head just replaced or deleted, x: records,
-        t: records of dead writers. Best effort: what is left stays recorded for the next put or delete."""
+        t: records of dead writers. Best effort."""
         parent, name = split_key(key)
         oid = index_oid(parent)
         sets: dict[str, int | None] = {gen: garbage_chunks(raw) for gen, raw in state.garbage.items()}
@@ -35,14 +45,15 @@ class Leftovers:
         try:
             for gen, raw in state.writers.items():
                 writer = Writer.decode(raw)
-                if writer is not None and writer.abandoned(gen, self.options.abandoned_after):
-                    if self._claim(key, oid, name, gen, raw):
-                        sets.setdefault(gen, None)
+                if writer is None:
+                    log.warning("%s: unreadable writer record %s (%s), left alone", key, writer_key(name, gen), describe(raw))
+                elif writer.abandoned(gen, self.options.abandoned_after) and self._claim(key, oid, name, gen, raw):
+                    sets.setdefault(gen, None)
             for gen, chunks in sets.items():
                 self._remove_chunks(key, gen, chunks)
                 self._remove_omap(oid, [garbage_key(name, gen)], key)
-        except BackendError:
-            pass
+        except BackendError as exc:
+            left_for_later("removing unused chunks", key, exc)
 
     def _claim(self, key: str, oid: str, name: str, gen: str, raw: bytes, chunks: int | None = None) -> bool:
         """Turn a t: record into an x: record, atomically; False if it is not there as ``raw`` any more."""
@@ -94,8 +105,8 @@ class Leftovers:
             self._remove_chunks(key, gen, chunks)
             self._remove_omap(oid, [garbage_key(name, gen)], key)
             self._prune(parent, key)
-        except Exception:
-            pass  # what is left stays recorded (t: or x:) for a later put or delete of the key
+        except BackendError as exc:
+            left_for_later(f"cleaning up after a put that did not commit (gen {gen})", key, exc)
 
     # -- checking ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import logging
 import os
 import select
 import signal
@@ -510,6 +511,24 @@ def test_writers_of_this_host_judged_by_pid_only_in_their_pid_namespace(rados_ba
     assert chunks_of(rados_backend) == sorted(kept)
     assert [line for line in rados_backend.scan_leftovers() if line.startswith("record")] == [
         f"record t:obj/{'a' * 32} in the index of 'd/'", f"record t:obj/{'b' * 32} in the index of 'd/'"]
+
+
+@pytest.mark.ceph
+def test_a_failed_put_whose_cleanup_fails_says_so_and_the_next_delete_cleans_up(rados_backend, caplog, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise TransientError("d/obj: the cluster does not answer", key="d/obj")
+
+    def veto():
+        raise RuntimeError("vetoed")
+
+    monkeypatch.setattr(rados_backend, "_remove_chunks", refuse)
+    with caplog.at_level(logging.WARNING, logger="backends.rados"), pytest.raises(RuntimeError, match="vetoed"):
+        rados_backend.put("d/obj", io.BytesIO(b"x" * (MAX_OBJECT_SIZE + 1)), before_commit=veto)
+    assert [r.levelname for r in caplog.records if "did not commit" in r.getMessage() and "does not answer" in r.getMessage()] == ["WARNING"]
+    assert any(line.startswith("record x:obj/") for line in rados_backend.scan_leftovers())
+    monkeypatch.undo()
+    rados_backend.delete("d/obj")
+    assert rados_backend.scan_leftovers() == []
 
 
 @pytest.mark.ceph
