@@ -22,9 +22,11 @@ name and omap key is made by ``backends/rados/layout.py``, nowhere else.
   write, then removes those chunks and the record.
 - A put records ``t:`` before writing chunks; the commit removes it atomically
   and asserts it is still there. A writer that died leaves the record, which
-  the next put or delete of the key claims (turns into ``x:``) and cleans once
-  the writer is provably gone (``backends/rados/writers.py``): same host, boot
-  and pid namespace, process gone; else after ``abandoned_after`` seconds.
+  the next ``stat``, read, put or delete of the key claims (turns into ``x:``)
+  and cleans once the writer is provably gone (``backends/rados/writers.py``):
+  same host, boot and pid namespace, process gone; else after
+  ``abandoned_after`` seconds. ``x:`` records are cleaned by the same
+  operations.
 - Prefix markers are added after the head, bottom-up, each after the level
   below exists; deletes remove them bottom-up, re-checking after each removal.
   A listing never shows a prefix before an object below it is committed. The

@@ -62,19 +62,58 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             except rados.ObjectNotFound:
                 return {}
 
-    def _head(self, key: str) -> tuple[Head, dict[str, bytes]]:
-        parent, name = split_key(check_key(key))
-        values = self._values(index_oid(parent), [OBJECT + name, INLINE + name, PENDING + name], key)
-        raw = values.get(OBJECT + name)
-        if raw is None:
+    def _read_entry(self, key: str, oid: str, *, inline: bool = False) -> EntryState:
+        """The head of ``key``, its m: record, the t:/x: records of its name (and with ``inline`` its
+        inline bytes), in one read."""
+        name = split_key(key)[1]
+        rados, io_ = load_rados(), self._io()
+        state = EntryState()
+        wanted = [OBJECT + name, PENDING + name] + ([INLINE + name] if inline else [])
+        with translating(key):
+            try:
+                with rados.ReadOpCtx() as op:
+                    values, _ = io_.get_omap_vals_by_keys(op, wanted)
+                    writers, _ = io_.get_omap_vals(op, writer_key(name, ""), writer_key(name, ""), PAGE)
+                    garbage, _ = io_.get_omap_vals(op, garbage_key(name, ""), garbage_key(name, ""), PAGE)
+                    io_.operate_read_op(op, oid)
+                    values = {k: v or b"" for k, v in values}
+                    writers, garbage = list(writers), list(garbage)
+            except rados.ObjectNotFound:
+                return state
+        state.head_raw = values.get(OBJECT + name)
+        if state.head_raw is not None:
+            state.head = Head.decode(state.head_raw, key)
+        state.inline = values.get(INLINE + name)
+        state.pending = PENDING + name in values
+        state.writers = {k.rpartition("/")[2]: v or b"" for k, v in writers}
+        state.garbage = {k.rpartition("/")[2]: v or b"" for k, v in garbage}
+        return state
+
+    def _visible(self, key: str, *, inline: bool) -> EntryState:
+        """The committed object at ``key`` (NotFound if none). What a dead writer left for the key is
+        finished on the way: pending markers added, unused chunk sets removed (best effort)."""
+        parent, _ = split_key(check_key(key))
+        state = self._read_entry(key, index_oid(parent), inline=inline)
+        if state.writers or state.garbage:
+            self._collect(key, state, replaced=False)
+        if state.head is None:
+            if state.writers or state.garbage:
+                self._prune_after_collecting(parent, key)
             raise NotFound(f"no such object: {key}", key=key)
-        if PENDING + name in values:
+        if state.pending:
             self._finish_markers(key)
-        return Head.decode(raw, key), values
+        return state
+
+    def _prune_after_collecting(self, parent: str, key: str) -> None:
+        """``_prune``, best effort: the index of a key that has no object may hold nothing else now."""
+        try:
+            self._prune(parent, key)
+        except BackendError as exc:
+            left_for_later("removing an index left empty", key, exc)
 
     def _finish_markers(self, key: str) -> None:
         """Add the markers a put of ``key`` committed without (it died, or is adding them now), then drop
-        its m: record. Best effort: a read-only user cannot; the next put, delete or read tries again."""
+        its m: record. Best effort: a read-only user cannot; the next put, delete, stat or read tries again."""
         parent, name = split_key(key)
         try:
             self._ensure_markers(parent, key)
@@ -86,13 +125,16 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             left_for_later("adding the listing markers", key, exc)
 
     def stat(self, key: str) -> ObjectInfo:
-        head, _ = self._head(key)
+        head = self._visible(key, inline=False).head
+        assert head is not None
         return ObjectInfo(key, head.size)
 
     def open_read(self, key: str) -> BinaryIO:
-        head, values = self._head(key)
+        state = self._visible(key, inline=True)
+        head = state.head
+        assert head is not None
         if not head.chunks:
-            data = values.get(INLINE + split_key(key)[1], b"")
+            data = state.inline or b""
             if len(data) != head.size:
                 raise BackendError(f"{key}: inline data of {len(data)} bytes, head says {head.size}", key=key)
             return io.BytesIO(data)
@@ -170,7 +212,7 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
                 ended(gen)
         self._ensure_markers(parent, key)
         self._remove_omap(index_oid(parent), [PENDING + name], key)
-        self._collect(key, replaced)
+        self._collect(key, replaced, replaced=True)
         return ObjectInfo(key, head.size)
 
     def _begin(self, key: str, gen: str, writer: bytes) -> None:
@@ -210,29 +252,6 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
                 number, offset = number + 1, 0
             if len(piece) < want:
                 return total
-
-    def _read_entry(self, key: str, oid: str) -> EntryState:
-        """The head of ``key`` and the t:/x: records of its name, in one read."""
-        name = split_key(key)[1]
-        rados, io_ = load_rados(), self._io()
-        state = EntryState()
-        with translating(key):
-            try:
-                with rados.ReadOpCtx() as op:
-                    heads, _ = io_.get_omap_vals_by_keys(op, [OBJECT + name])
-                    writers, _ = io_.get_omap_vals(op, writer_key(name, ""), writer_key(name, ""), PAGE)
-                    garbage, _ = io_.get_omap_vals(op, garbage_key(name, ""), garbage_key(name, ""), PAGE)
-                    io_.operate_read_op(op, oid)
-                    heads = {k: v or b"" for k, v in heads}
-                    writers, garbage = list(writers), list(garbage)
-            except rados.ObjectNotFound:
-                return state
-        state.head_raw = heads.get(OBJECT + name)
-        if state.head_raw is not None:
-            state.head = Head.decode(state.head_raw, key)
-        state.writers = {k.rpartition("/")[2]: v or b"" for k, v in writers}
-        state.garbage = {k.rpartition("/")[2]: v or b"" for k, v in garbage}
-        return state
 
     def _commit(self, key: str, head: Head, *, inline: bytes | None, writer: bytes | None) -> EntryState:
         """Make ``head`` the object's head: compare-and-swap against the head read just before."""
@@ -292,7 +311,7 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             state = self._read_entry(key, oid)
             if state.head is None:
                 if state.garbage or state.writers:  # what dead writers left
-                    self._collect(key, state)
+                    self._collect(key, state, replaced=False)
                     self._prune(parent, key)
                 return
             with translating(key), rados.WriteOpCtx() as op:
@@ -311,7 +330,7 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             break
         else:
             raise TransientError(f"{key}: the head kept changing under concurrent writers", key=key)
-        self._collect(key, state)
+        self._collect(key, state, replaced=True)
         self._prune(parent, key)
 
     def _remove_omap(self, oid: str, keys: list[str], key: str) -> None:

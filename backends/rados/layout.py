@@ -120,10 +120,12 @@ class Head:
 
 @dataclasses.dataclass
 class EntryState:
-    """One name's records in an index object, read together."""
+    """One name's records in an index object, read together (``inline`` only when asked for)."""
 
     head_raw: bytes | None = None
     head: Head | None = None
+    inline: bytes | None = None
+    pending: bool = False
     writers: dict[str, bytes] = dataclasses.field(default_factory=dict)
     garbage: dict[str, bytes] = dataclasses.field(default_factory=dict)
 

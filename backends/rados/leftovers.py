@@ -2,10 +2,13 @@
 removing unused chunk sets, undoing a put that will not commit, and ``scan_leftovers``.
 
 Leftovers are always recorded in the index of the key's parent: ``t:`` (a put
-that may still be running) or ``x:`` (a chunk set no head uses). The next put
-or delete of the key removes what is provably unused: every ``x:`` set, and
-the sets of ``t:`` records whose writers are gone (claimed first). Collecting
-is best effort: what it cannot remove stays recorded, and is logged.
+that may still be running) or ``x:`` (a chunk set no head uses). Whatever
+reads a name's records -- a ``stat`` or read of the key, as well as its next
+put or delete -- removes what is provably unused: every ``x:`` set, and the
+sets of ``t:`` records whose writers are gone (claimed first). So a dead
+writer's chunks go as soon as anything looks at the key again, not only when
+the key is written again (a blob is never put twice once it is whole).
+Collecting is best effort: what it cannot remove stays recorded, and is logged.
 """
 
 from __future__ import annotations
@@ -28,19 +31,19 @@ log = logging.getLogger(__name__)
 def left_for_later(what: str, key: str, exc: BackendError) -> None:
     """Log a best-effort step that failed; a user without write rights (a read-only source) is expected."""
     level = logging.DEBUG if isinstance(exc, PermissionDenied) else logging.WARNING
-    log.log(level, "%s: %s failed, left recorded for a later put or delete of the key: %s", key, what, exc)
+    log.log(level, "%s: %s failed, left recorded for a later stat, read, put or delete of the key: %s", key, what, exc)
 
 
 class Leftovers:
     """Mixed into the backend: needs ``options``, ``_io``, ``_values``, ``_remove_omap`` and ``_prune``."""
 
-    def _collect(self, key: str, state: EntryState) -> None:
-        """Remove the chunk sets ``state`` shows unused: the head just replaced or deleted, x: records,
-        t: records of dead writers. Best effort."""
+    def _collect(self, key: str, state: EntryState, *, replaced: bool) -> None:
+        """Remove the chunk sets ``state`` shows unused: those of x: records and of t: records of dead
+        writers, and with ``replaced`` the head ``state`` holds (just replaced or deleted). Best effort."""
         parent, name = split_key(key)
         oid = index_oid(parent)
         sets: dict[str, int | None] = {gen: garbage_chunks(raw) for gen, raw in state.garbage.items()}
-        if state.head is not None and state.head.chunks:
+        if replaced and state.head is not None and state.head.chunks:
             sets[state.head.gen] = state.head.chunks
         try:
             for gen, raw in state.writers.items():

@@ -446,16 +446,17 @@ def test_writer_killed_mid_put_leaves_nothing_visible(rados_pool, rados_backend)
         os.close(ready)
     assert child.returncode == -signal.SIGKILL
 
-    assert not rados_backend.exists(key)
     assert list(rados_backend.iter_children("")) == []
     assert list(rados_backend.iter_objects("")) == []
     assert rados_backend.scan_leftovers() != []  # the dead writer's chunks, recorded and invisible
+    assert not rados_backend.exists(key)
+    assert rados_backend.scan_leftovers() == []  # the stat of the key cleaned up after the dead writer
 
     data = os.urandom(6 * MIB)
     rados_backend.put(key, io.BytesIO(data))
     assert rados_backend.read_bytes(key) == data
     assert [info.key for info in rados_backend.iter_objects("")] == [key]
-    assert rados_backend.scan_leftovers() == []  # the next put of the key cleaned up after the dead writer
+    assert rados_backend.scan_leftovers() == []
 
 
 def plant_leftovers(backend, parent: str, name: str, gen: str, record: dict | None, chunks: int = 2) -> list[str]:
@@ -514,7 +515,27 @@ def test_writers_of_this_host_judged_by_pid_only_in_their_pid_namespace(rados_ba
 
 
 @pytest.mark.ceph
-def test_a_failed_put_whose_cleanup_fails_says_so_and_the_next_delete_cleans_up(rados_backend, caplog, monkeypatch):
+@pytest.mark.parametrize("look", ["stat", "read"])
+def test_a_stat_or_read_of_the_key_collects_what_dead_writers_left(rados_backend, look):
+    """A blob is never put again once whole: what dead puts of it left must go when it is looked at."""
+    from backends.processes import WriterIdentity
+
+    rados_backend.put("d/obj", io.BytesIO(b"x" * (MAX_OBJECT_SIZE + 1)))
+    here = WriterIdentity.current()
+    plant_leftovers(rados_backend, "d/", "obj", "a" * 32, writer_record(here.host, here.boot, dead_pid(), here.start, time.time(), here.pidns))
+    plant_leftovers(rados_backend, "d/", "obj", "b" * 32, None, chunks=3)
+    live = plant_leftovers(rados_backend, "d/", "obj", "c" * 32, writer_record("elsewhere", "b", 1, "1", time.time(), "1"))
+    assert len(rados_backend.scan_leftovers()) == 2 + 3 + 2 + 3
+    if look == "stat":
+        assert rados_backend.stat("d/obj").size == MAX_OBJECT_SIZE + 1
+    else:
+        assert rados_backend.read_bytes("d/obj") == b"x" * (MAX_OBJECT_SIZE + 1)
+    assert rados_backend.scan_leftovers() == sorted(
+        [f"orphan chunk {oid}" for oid in live] + [f"record t:obj/{'c' * 32} in the index of 'd/'"])
+
+
+@pytest.mark.ceph
+def test_a_failed_put_whose_cleanup_fails_says_so_and_the_next_stat_cleans_up(rados_backend, caplog, monkeypatch):
     def refuse(*args, **kwargs):
         raise TransientError("d/obj: the cluster does not answer", key="d/obj")
 
@@ -527,7 +548,8 @@ def test_a_failed_put_whose_cleanup_fails_says_so_and_the_next_delete_cleans_up(
     assert [r.levelname for r in caplog.records if "did not commit" in r.getMessage() and "does not answer" in r.getMessage()] == ["WARNING"]
     assert any(line.startswith("record x:obj/") for line in rados_backend.scan_leftovers())
     monkeypatch.undo()
-    rados_backend.delete("d/obj")
+    with pytest.raises(NotFound):
+        rados_backend.stat("d/obj")
     assert rados_backend.scan_leftovers() == []
 
 
