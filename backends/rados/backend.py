@@ -94,10 +94,9 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
         finished on the way: pending markers added, unused chunk sets removed (best effort)."""
         parent, _ = split_key(check_key(key))
         state = self._read_entry(key, index_oid(parent), inline=inline)
-        if state.writers or state.garbage:
-            self._collect(key, state, replaced=False)
+        collected = bool(state.writers or state.garbage) and self._collect(key, state, replaced=False)
         if state.head is None:
-            if state.writers or state.garbage:
+            if collected:
                 self._prune_after_collecting(parent, key)
             raise NotFound(f"no such object: {key}", key=key)
         if state.pending:

@@ -37,9 +37,10 @@ def left_for_later(what: str, key: str, exc: BackendError) -> None:
 class Leftovers:
     """Mixed into the backend: needs ``options``, ``_io``, ``_values``, ``_remove_omap`` and ``_prune``."""
 
-    def _collect(self, key: str, state: EntryState, *, replaced: bool) -> None:
+    def _collect(self, key: str, state: EntryState, *, replaced: bool) -> bool:
         """Remove the chunk sets ``state`` shows unused: those of x: records and of t: records of dead
-        writers, and with ``replaced`` the head ``state`` holds (just replaced or deleted). Best effort."""
+        writers, and with ``replaced`` the head ``state`` holds (just replaced or deleted). Best effort:
+        True when it removed every set it found unused, and found one."""
         parent, name = split_key(key)
         oid = index_oid(parent)
         sets: dict[str, int | None] = {gen: garbage_chunks(raw) for gen, raw in state.garbage.items()}
@@ -57,6 +58,8 @@ class Leftovers:
                 self._remove_omap(oid, [garbage_key(name, gen)], key)
         except BackendError as exc:
             left_for_later("removing unused chunks", key, exc)
+            return False
+        return bool(sets)
 
     def _claim(self, key: str, oid: str, name: str, gen: str, raw: bytes, chunks: int | None = None) -> bool:
         """Turn a t: record into an x: record, atomically; False if it is not there as ``raw`` any more."""
