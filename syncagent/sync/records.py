@@ -19,7 +19,9 @@ A pass that publishes nothing and finds no record writes nothing.
 
 Dead or alive is decided when a pass starts, and only "dead" records are ever
 deleted: one of this process whose pass has ended; one written on this host,
-boot and pid namespace by a process that is gone; else one not renewed for
+boot and pid namespace by a process that is gone (a record names its writer
+with the fields of ``backends.processes.WriterIdentity``: host, boot, pidns,
+pid, start); else one not renewed for
 ``STALE_AFTER`` seconds (hosts' clocks must agree within a few minutes). Right
 before deleting, the record is read again and left alone if it was renewed
 meanwhile. A record that cannot be parsed counts as a dead pass over
@@ -32,15 +34,13 @@ import fnmatch
 import io
 import json
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
 
 from backends import Backend, BackendError, NotFound
-from backends.processes import boot_id, pid_namespace, process_start
+from backends.processes import WriterIdentity
 
 from .discovery import read_small
 from .jsonsafe import loads_bounded
@@ -93,18 +93,20 @@ def _parse(key: str, raw: bytes, now: float) -> UnfinishedPass:
     """A record from its bytes; anything unexpected makes it a dead pass over everything."""
     try:
         content = loads_bounded(raw)
-        scope = tuple(content["scope"])
-        host, boot, pidns, start = (str(content[name]) for name in ("host", "boot", "pidns", "start"))
-        pid, renewed = content["pid"], content["renewed"]
-        if not (scope and all(isinstance(p, str) and p for p in scope) and isinstance(pid, int)
+        if not isinstance(content, dict):
+            raise ValueError("not an object")
+        writer = WriterIdentity.from_dict(content)
+        scope, renewed = tuple(content["scope"]), content["renewed"]
+        if not (scope and all(isinstance(p, str) and p for p in scope)
                 and isinstance(renewed, (int, float)) and renewed == renewed):
             raise ValueError("unexpected fields")
     except Exception:  # noqa: BLE001 - whatever the bytes are, they are not a live syncagent's record
         return UnfinishedPass(key, (EVERYTHING,), dead=True)
-    if host == socket.gethostname() and boot and boot == boot_id() and pidns and pidns == pid_namespace():
-        if pid == os.getpid() and start == process_start(pid):
-            return UnfinishedPass(key, scope, dead=not _running(key), renewed=float(renewed), local=True)
-        return UnfinishedPass(key, scope, dead=process_start(pid) != start, renewed=float(renewed))
+    if writer == WriterIdentity.current():
+        return UnfinishedPass(key, scope, dead=not _running(key), renewed=float(renewed), local=True)
+    alive = writer.alive()
+    if alive is not None:
+        return UnfinishedPass(key, scope, dead=not alive, renewed=float(renewed))
     return UnfinishedPass(key, scope, dead=now - renewed > STALE_AFTER, renewed=float(renewed))
 
 
@@ -230,10 +232,8 @@ class PassRecords:
         return self.scope if len(self.scope) <= _MAX_SCOPE else (EVERYTHING,)
 
     def _put(self) -> None:
-        pid = os.getpid()
         content = json.dumps({
-            "scope": list(self._recorded_scope()), "host": socket.gethostname(), "boot": boot_id(),
-            "pidns": pid_namespace(), "pid": pid, "start": process_start(pid) or "", "started": self.started,
+            "scope": list(self._recorded_scope()), **WriterIdentity.current().as_dict(), "started": self.started,
             "renewed": time.time(),
         }).encode()
         self.dest.put(self.key, io.BytesIO(content), size=len(content))

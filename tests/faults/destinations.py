@@ -8,7 +8,6 @@ key leaves a version behind to count), a RADOS namespace.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -123,7 +122,6 @@ class RadosDestination:
     namespace: str
     blobs: Callable[[], set[str]]
     big_blobs: frozenset[str]
-    known_leaks: list[str] = field(default_factory=list)
     _backend: Backend = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -143,7 +141,7 @@ class RadosDestination:
 
     def writes_in_flight(self) -> frozenset[str]:
         """Puts of the large blobs that recorded themselves (``t:`` in the parent's index) and stored a chunk."""
-        from backends.rados import WRITER, chunk_oid, index_oid, split_key
+        from backends.rados.layout import WRITER, chunk_oid, index_oid, split_key
 
         io = self._backend._io()
         found = set()
@@ -162,7 +160,7 @@ class RadosDestination:
         its commit and before its prefix markers leaves an object that listings
         miss until a read of it adds them (docs/rados.md).
         """
-        from backends.rados import OBJECT, Head, index_oid, split_key
+        from backends.rados.layout import OBJECT, Head, index_oid, split_key
 
         copies = {}
         for key in self.blobs():
@@ -173,32 +171,8 @@ class RadosDestination:
         return copies
 
     def leftovers(self) -> list[str]:
-        """scan_leftovers() and pass records, less the known leak of tests/faults/test_rados_leftovers.py
-        (kept in ``known_leaks``): a dead writer's record and chunks for a key another put has since
-        committed. A writer record is followed by who wrote it and the head the object has now."""
-        from backends.rados import OBJECT, Head, index_oid
-
-        found = self._backend.scan_leftovers()
-        leaked: dict[str, list[str]] = {}
-        for line in found:
-            match = re.fullmatch(r"record t:(.+)/(\w+) in the index of '(.*)'", line)
-            if match is None:
-                continue
-            name, gen, prefix = match.groups()
-            values = dict(self._omap(index_oid(prefix), ""))
-            head = values.get(OBJECT + name)
-            if head is not None and Head.decode(head, prefix + name).gen != gen:
-                writer = values.get(f"t:{name}/{gen}", b"").decode("ascii", "replace")
-                leaked[gen] = [f"{line}: written by {writer}; head now {head.decode('ascii', 'replace')}"]
-        rest = []
-        for line in found:
-            gen = next((g for g in leaked if line.startswith(f"orphan chunk chunk.{g}.") or f"/{g} in the index of " in line), None)
-            if gen is None:
-                rest.append(line)
-            elif line.startswith("orphan chunk"):
-                leaked[gen].append(line)
-        self.known_leaks += [entry for entries in leaked.values() for entry in entries]
-        return rest + [f"pass record {info.key}" for info in self._backend.iter_objects(RECORDS_PREFIX)]
+        """scan_leftovers() and pass records."""
+        return self._backend.scan_leftovers() + [f"pass record {info.key}" for info in self._backend.iter_objects(RECORDS_PREFIX)]
 
     def purge(self) -> None:
         io = self._backend._io()

@@ -63,17 +63,9 @@ def test_sigkill_filesystem_to_s3_multipart(source_tree, s3_destinations, fault_
 
 @pytest.mark.ceph
 def test_sigkill_filesystem_to_rados_chunked(source_tree, rados_destinations, fault_settings):
-    made = []
-
-    def destination():
-        made.append(rados_destinations())
-        return made[-1]
-
     camp = campaign("rados", source_tree, fault_settings)
-    run_kills(camp, destination, fault_settings.kills_for("rados"))
+    run_kills(camp, rados_destinations, fault_settings.kills_for("rados"))
     assert camp.mid_blob_kills >= 1, camp.summary()
-    leaks = [leak for dest in made for leak in dest.known_leaks]
-    print(f"chunks a dead writer left for good (tests/faults/test_rados_leftovers.py): {len(leaks)} leftovers", *leaks, sep="\n  ")
 
 
 def test_ctrl_c_exits_130_and_the_next_run_resumes(source_tree, fs_destinations, fault_settings):

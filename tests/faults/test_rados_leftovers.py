@@ -1,16 +1,14 @@
-"""RADOS: a put killed right after its commit leaves a dead writer's chunks behind for good.
+"""RADOS: a put killed right after its commit must not leave a dead writer's chunks behind for good.
 
 Found by the SIGKILL campaign into RADOS (under load, a few percent of the
 cases): run 1 is killed while it writes blob X (its ``t:`` record and some
-chunk objects stay, as designed: "the next put or delete of the key" removes
-them); run 2 writes X again, commits it, and is killed before the put's last
-step, the one that collects dead writers' records. From then on X is whole and
-present, so no later sync puts it again, and nothing else collects: run 1's
-record and chunks stay in the namespace for ever (scan_leftovers() lists them;
-a 9 MiB blob left two 4 MiB chunks). backends/rados.py is not this suite's to
-change; the test states the expected behaviour: reading the object, as the
-next sync does (a stat), finishes the dead put -- its prefix markers, which it
-already does, and the dead writers' leftovers.
+chunk objects stay, as designed); run 2 writes X again, commits it, and is
+killed before the put's last step, the one that collects dead writers'
+records. From then on X is whole and present, so no later sync puts it
+again: when only a put or delete of X collected, run 1's record and chunks
+stayed in the namespace for ever (a 9 MiB blob left two 4 MiB chunks). Now a
+``stat`` or read of X -- what the next sync does -- collects them, as it
+completes the prefix markers run 2 did not add (docs/rados.md).
 
 The two deaths are real: each put runs in a process that SIGKILLs itself at
 the point of the put named above.
@@ -53,8 +51,6 @@ def put_killed_at(pool, namespace: str, point: str) -> None:
     assert done.returncode == -9, done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="backends/rados.py: a put killed after its commit and before _collect leaves the "
-                                       "dead writers' t: records and chunks of its key for ever (no later put of a blob)")
 def test_a_put_killed_after_its_commit_leaves_nothing_once_the_object_is_read(rados_pool):
     namespace = f"faults-leak-{uuid.uuid4().hex[:12]}"
     backend = rados_pool.backend(namespace)

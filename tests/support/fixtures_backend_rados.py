@@ -50,9 +50,9 @@ class RadosPool:
 @pytest.fixture(scope="session")
 def rados_pool(ceph_cluster):
     try:
-        from backends.rados import _load_rados
+        from backends.rados.errors import load_rados
 
-        _load_rados()
+        load_rados()
     except BackendUnavailable as exc:
         missing_component(f"the Python module rados in this environment ({exc})")
     ceph_cluster.ceph("osd", "pool", "create", POOL, "8", "8")

@@ -293,6 +293,32 @@ def test_a_malformed_record_is_a_dead_pass_over_everything(raw):
     assert [(r.scope, r.dead) for r in read_records(dest)] == [(("*",), True)]
 
 
+def test_a_record_is_judged_by_its_writer_identity():
+    """Dead by its pid only on this host, boot and pid namespace; elsewhere by its renewal time."""
+    import subprocess
+    import sys
+
+    from backends.processes import WriterIdentity
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    here = WriterIdentity.current()
+    dest = MemoryBackend()
+
+    def judged(identity: WriterIdentity, renewed: float) -> bool:
+        content = json.dumps({"scope": ["*"], **identity.as_dict(), "started": renewed, "renewed": renewed}).encode()
+        dest.put(RECORDS_PREFIX + "r.json", io.BytesIO(content), size=len(content))
+        (record,) = read_records(dest)
+        return record.dead
+
+    gone = WriterIdentity(here.host, here.boot, here.pidns, child.pid, here.start)
+    assert judged(gone, time.time())
+    other_namespace = WriterIdentity(here.host, here.boot, here.pidns + "0", child.pid, here.start)
+    assert not judged(other_namespace, time.time())
+    assert judged(other_namespace, time.time() - STALE_AFTER - 60)
+    assert judged(here, time.time())  # this process, and no pass of it running
+
+
 def test_a_history_check_that_fails_keeps_the_records(source, tree):
     dest = Recording()
     assert sync(source, dest).ok

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import logging
 import os
 import select
 import signal
@@ -34,9 +35,9 @@ MIB = 1 << 20
 @pytest.fixture
 def rados_module():
     try:
-        from backends.rados import _load_rados
+        from backends.rados.errors import load_rados
 
-        return _load_rados()
+        return load_rados()
     except BackendUnavailable as exc:
         missing_component(f"the Python module rados ({exc})")
 
@@ -67,7 +68,7 @@ def test_bad_urls_are_configuration_errors(rados_module, url):
 
 
 def test_missing_binding_says_how_to_install(monkeypatch):
-    import backends.rados as module
+    import backends.rados.errors as module
 
     monkeypatch.setattr(module, "_rados", None)
     monkeypatch.setitem(sys.modules, "rados", None)
@@ -76,7 +77,7 @@ def test_missing_binding_says_how_to_install(monkeypatch):
 
 
 def test_object_names_have_a_fixed_length_whatever_the_key():
-    from backends.rados import chunk_oid, index_oid, parse_chunk_oid
+    from backends.rados.layout import chunk_oid, index_oid, parse_chunk_oid
 
     long_prefix = "docker/registry/v2/repositories/" + "a" * 255 + "/_manifests/tags/" + "t" * 128 + "/index/sha256/" + "f" * 64 + "/"
     assert len(index_oid(long_prefix)) == len(index_oid("")) < 64
@@ -90,14 +91,14 @@ def test_object_names_have_a_fixed_length_whatever_the_key():
     [("top", "", "top"), ("a/b", "a/", "b"), ("docker/registry/v2/blobs/sha256/ab/abcd/data", "docker/registry/v2/blobs/sha256/ab/abcd/", "data")],
 )
 def test_split_key(key, parent, name):
-    from backends.rados import split_key, split_prefix
+    from backends.rados.layout import split_key, split_prefix
 
     assert split_key(key) == (parent, name)
     assert split_prefix(key + "/") == (parent, name)
 
 
 def test_head_round_trips_and_rejects_garbage():
-    from backends.rados import Head
+    from backends.rados.layout import Head
 
     head = Head(13 * MIB + 17, "0" * 32, 4 * MIB, 4)
     assert Head.decode(head.encode(), "k") == head
@@ -123,43 +124,131 @@ def test_head_round_trips_and_rejects_garbage():
     ],
 )
 def test_rados_errors_become_typed_errors(rados_module, make, expected):
-    from backends.rados import _translate
+    from backends.rados.errors import translate
 
-    translated = _translate(make(rados_module), "some/key")
+    translated = translate(make(rados_module), "some/key")
     assert type(translated) is expected
     assert "some/key" in str(translated)
 
 
 def test_size_limit_errors_name_the_cluster_setting(rados_module):
-    from backends.rados import _translate
+    from backends.rados.errors import translate
 
-    assert "osd_max_object_size" in str(_translate(rados_module.OSError("x", errno=errno.EFBIG), "k"))
-    assert "osd_max_write_size" in str(_translate(rados_module.OSError("x", errno=errno.EMSGSIZE), "k"))
+    assert "osd_max_object_size" in str(translate(rados_module.OSError("x", errno=errno.EFBIG), "k"))
+    assert "osd_max_write_size" in str(translate(rados_module.OSError("x", errno=errno.EMSGSIZE), "k"))
 
 
 @pytest.mark.parametrize("text, value", [("134217728\n", 134217728), ("90", 90), ("128M", 128 * MIB), ("4Ki", 4096), ("", 0), ("x", 0)])
 def test_parse_size(text, value):
-    from backends.rados import _parse_size
+    from backends.rados.options import parse_size
 
-    assert _parse_size(text) == value
+    assert parse_size(text) == value
+
+
+DEEP = b'{"size":' * 200_000 + b"1" + b"}" * 200_000
+
+
+def in_a_small_thread(function):
+    """Run ``function`` on a thread with a 256 KiB stack (the sidecar's threads are small); its result or error."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    previous = threading.stack_size(256 * 1024)
+    try:
+        thread = threading.Thread(target=run)
+        thread.start()
+    finally:
+        threading.stack_size(previous)
+    thread.join()
+    return outcome
+
+
+def test_values_from_the_pool_are_bounded_and_never_quoted():
+    import hashlib
+
+    from backends.rados.layout import Head, garbage_chunks, garbage_value
+    from backends.rados.writers import Writer
+
+    for raw in (DEEP, b"[" * 300_000):
+        outcome = in_a_small_thread(lambda: Head.decode(raw, "k"))
+        assert isinstance(outcome.get("error"), BackendError), outcome
+        assert in_a_small_thread(lambda: garbage_chunks(raw)) == {"value": None}
+        assert in_a_small_thread(lambda: Writer.decode(raw)) == {"value": None}
+    secret = b'{"size": 1, "gen": "confidential-looking-value", "chunk_size": 1, "chunks": "two"}'
+    with pytest.raises(BackendError) as raised:
+        Head.decode(secret, "some/key")
+    message = str(raised.value)
+    assert "confidential" not in message and str(len(secret)) in message
+    assert hashlib.sha256(secret).hexdigest()[:12] in message
+    with pytest.raises(BackendError) as raised:
+        Head.decode(Head(100, "confidential", 10, 2).encode(), "k")  # does not cover its size
+    assert "confidential" not in str(raised.value)
+    for bad in (b'{"size": 1e999, "gen": "g", "chunk_size": 0, "chunks": 0}', b'{"size": -1, "gen": "g", "chunk_size": 0, "chunks": 0}',
+                b'{"size": true, "gen": "g", "chunk_size": 0, "chunks": 0}', b'{"size": 1, "gen": 7, "chunk_size": 0, "chunks": 0}'):
+        with pytest.raises(BackendError):
+            Head.decode(bad, "k")
+    assert garbage_chunks(garbage_value(3)) == 3
+    assert garbage_chunks(garbage_value(None)) is None
+
+
+def dead_pid() -> int:
+    """The pid of a process of this host that has ended."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def test_dead_and_live_writers():
-    from backends.rados import _ACTIVE_GENS, Writer
+    from backends.processes import WriterIdentity
+    from backends.rados.writers import Writer, ended, started
 
     me = Writer.this_process()
-    dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead_child.wait()
-    dead = Writer(me.host, me.boot, dead_child.pid, me.start, time.time())
+    here = me.identity
+    assert here == WriterIdentity.current()
+    dead = Writer(WriterIdentity(here.host, here.boot, here.pidns, dead_pid(), here.start), time.time())
     assert dead.abandoned("g", 3600)
-    _ACTIVE_GENS.add("mine")
+    started("mine")
     try:
         assert not me.abandoned("mine", 3600)  # a put of this process, still running
     finally:
-        _ACTIVE_GENS.discard("mine")
+        ended("mine")
     assert me.abandoned("mine", 3600)  # this process gave it up
-    assert not Writer("elsewhere", "b", 1, "1", time.time()).abandoned("g", 3600)
-    assert Writer("elsewhere", "b", 1, "1", time.time() - 7200).abandoned("g", 3600)
+    elsewhere = WriterIdentity("elsewhere", "b", "4026531836", 1, "1")
+    assert not Writer(elsewhere, time.time()).abandoned("g", 3600)
+    assert Writer(elsewhere, time.time() - 7200).abandoned("g", 3600)
+
+
+def test_a_writer_in_another_pid_namespace_is_judged_by_time_not_by_pid():
+    """Its pid means another process here (issue 13: the pid namespace was ignored)."""
+    from backends.processes import WriterIdentity
+    from backends.rados.writers import Writer
+
+    here = WriterIdentity.current()
+    other_namespace = WriterIdentity(here.host, here.boot, here.pidns + "0", dead_pid(), here.start)
+    assert not Writer(other_namespace, time.time()).abandoned("g", 3600)
+    assert Writer(other_namespace, time.time() - 7200).abandoned("g", 3600)
+
+
+def test_writer_records_round_trip_and_old_ones_without_pidns_are_judged_by_time():
+    from backends.rados.writers import Writer
+
+    me = Writer.this_process()
+    assert Writer.decode(me.encode()) == me
+    assert me.encode().isascii()  # omap_cmp compares it as text
+    old = json.dumps({"host": me.identity.host, "boot": me.identity.boot, "pid": dead_pid(), "start": me.identity.start,
+                      "since": time.time()}).encode()
+    decoded = Writer.decode(old)
+    assert decoded is not None and decoded.identity.pidns == ""
+    assert not decoded.abandoned("g", 3600)  # never dead by its pid: it may come from another pid namespace
+    assert decoded.abandoned("g", 0)
+    for raw in (b"", b"[]", b'{"host": "h"}', b'{"host":"h","boot":"b","pid":"1","start":"1","since":1}',
+                b'{"host":"h","boot":"b","pid":1,"start":"1","since":1e999}'):
+        assert Writer.decode(raw) is None
 
 
 # --- against the cluster ------------------------------------------------------------------
@@ -171,13 +260,13 @@ def namespace_objects(backend) -> dict[str, int]:
 
 
 def chunks_of(backend) -> list[str]:
-    from backends.rados import CHUNK_PREFIX
+    from backends.rados.layout import CHUNK_PREFIX
 
     return sorted(name for name in namespace_objects(backend) if name.startswith(CHUNK_PREFIX))
 
 
 def head_of(backend, key):
-    from backends.rados import Head, index_oid, split_key
+    from backends.rados.layout import Head, index_oid, split_key
 
     parent, name = split_key(key)
     return Head.decode(backend._values(index_oid(parent), ["o:" + name], key)["o:" + name], key)
@@ -256,9 +345,9 @@ def test_delete_removes_every_chunk_and_index_object(rados_backend):
 
 @pytest.mark.ceph
 def test_listing_pages_through_large_indexes(rados_backend, monkeypatch):
-    import backends.rados as module
+    import backends.rados.backend as module
 
-    monkeypatch.setattr(module, "_PAGE", 3)
+    monkeypatch.setattr(module, "PAGE", 3)
     keys = [f"d/obj{i}" for i in range(10)] + [f"d/sub{i}/x" for i in range(5)]
     for key in keys:
         rados_backend.put_bytes(key, b"1")
@@ -357,40 +446,111 @@ def test_writer_killed_mid_put_leaves_nothing_visible(rados_pool, rados_backend)
         os.close(ready)
     assert child.returncode == -signal.SIGKILL
 
-    assert not rados_backend.exists(key)
     assert list(rados_backend.iter_children("")) == []
     assert list(rados_backend.iter_objects("")) == []
     assert rados_backend.scan_leftovers() != []  # the dead writer's chunks, recorded and invisible
+    assert not rados_backend.exists(key)
+    assert rados_backend.scan_leftovers() == []  # the stat of the key cleaned up after the dead writer
 
     data = os.urandom(6 * MIB)
     rados_backend.put(key, io.BytesIO(data))
     assert rados_backend.read_bytes(key) == data
     assert [info.key for info in rados_backend.iter_objects("")] == [key]
-    assert rados_backend.scan_leftovers() == []  # the next put of the key cleaned up after the dead writer
+    assert rados_backend.scan_leftovers() == []
+
+
+def plant_leftovers(backend, parent: str, name: str, gen: str, record: dict | None, chunks: int = 2) -> list[str]:
+    """What a put of ``parent + name`` that never committed leaves: its t: record (as ``record``, written as
+    JSON the way any version of the backend wrote it) or, for ``record=None``, an x: record, and chunk
+    objects; the chunk objects' names."""
+    import rados
+
+    from backends.rados.layout import chunk_oid, garbage_key, index_oid, writer_key
+
+    io_ = backend._io()
+    omap_key, value = (writer_key(name, gen), json.dumps(record)) if record is not None else (garbage_key(name, gen), '{"chunks": null}')
+    with rados.WriteOpCtx() as op:
+        io_.set_omap(op, [omap_key], [value.encode()])
+        io_.operate_write_op(op, index_oid(parent))
+    names = [chunk_oid(gen, number) for number in range(chunks)]
+    for oid in names:
+        io_.write_full(oid, b"partial")
+    return names
+
+
+def writer_record(host: str, boot: str, pid: int, start: str, since: float, pidns: str | None) -> dict:
+    record = {"host": host, "boot": boot, "pid": pid, "start": start, "since": since}
+    return record if pidns is None else {**record, "pidns": pidns}
 
 
 @pytest.mark.ceph
-def test_put_of_another_host_is_cleaned_only_once_abandoned(rados_pool, rados_backend):
-    from backends.rados import Writer, chunk_oid, index_oid, writer_key
+def test_put_of_another_host_is_cleaned_only_once_abandoned(rados_backend):
+    from backends.rados.layout import chunk_oid
 
-    io_ = rados_backend._io()
-    import rados
-
-    def fake_put(gen: str, since: float) -> None:
-        record = Writer("elsewhere", "other-boot", 4242, "1", since).encode()
-        with rados.WriteOpCtx() as op:
-            io_.set_omap(op, [writer_key("obj", gen)], [record])
-            io_.operate_write_op(op, index_oid("d/"))
-        for number in range(2):
-            io_.write_full(chunk_oid(gen, number), b"partial")
-
-    fake_put("a" * 32, time.time() - 2 * 86400)  # older than abandoned_after: dead
-    fake_put("b" * 32, time.time())  # maybe still writing
+    plant_leftovers(rados_backend, "d/", "obj", "a" * 32, writer_record("elsewhere", "other-boot", 4242, "1", time.time() - 2 * 86400, "1"))
+    plant_leftovers(rados_backend, "d/", "obj", "b" * 32, writer_record("elsewhere", "other-boot", 4242, "1", time.time(), "1"))
     rados_backend.put_bytes("d/obj", b"v")
     assert chunks_of(rados_backend) == [chunk_oid("b" * 32, 0), chunk_oid("b" * 32, 1)]
     assert rados_backend.scan_leftovers() == sorted(
         [f"orphan chunk {chunk_oid('b' * 32, 0)}", f"orphan chunk {chunk_oid('b' * 32, 1)}", f"record t:obj/{'b' * 32} in the index of 'd/'"]
     )
+
+
+@pytest.mark.ceph
+def test_writers_of_this_host_judged_by_pid_only_in_their_pid_namespace(rados_backend):
+    """A pid names a process only within its pid namespace (issue 13): a record from another pid
+    namespace, or an old one that does not say its namespace, is judged by ``abandoned_after`` alone."""
+    from backends.processes import WriterIdentity
+
+    here, gone = WriterIdentity.current(), dead_pid()
+    recent, old = time.time(), time.time() - 2 * 86400
+    kept = plant_leftovers(rados_backend, "d/", "obj", "a" * 32, writer_record(here.host, here.boot, gone, here.start, recent, here.pidns + "0"))
+    kept += plant_leftovers(rados_backend, "d/", "obj", "b" * 32, writer_record(here.host, here.boot, gone, here.start, recent, None))
+    plant_leftovers(rados_backend, "d/", "obj", "c" * 32, writer_record(here.host, here.boot, gone, here.start, recent, here.pidns))
+    plant_leftovers(rados_backend, "d/", "obj", "d" * 32, writer_record(here.host, here.boot, gone, here.start, old, None))
+    rados_backend.put_bytes("d/obj", b"v")
+    assert chunks_of(rados_backend) == sorted(kept)
+    assert [line for line in rados_backend.scan_leftovers() if line.startswith("record")] == [
+        f"record t:obj/{'a' * 32} in the index of 'd/'", f"record t:obj/{'b' * 32} in the index of 'd/'"]
+
+
+@pytest.mark.ceph
+@pytest.mark.parametrize("look", ["stat", "read"])
+def test_a_stat_or_read_of_the_key_collects_what_dead_writers_left(rados_backend, look):
+    """A blob is never put again once whole: what dead puts of it left must go when it is looked at."""
+    from backends.processes import WriterIdentity
+
+    rados_backend.put("d/obj", io.BytesIO(b"x" * (MAX_OBJECT_SIZE + 1)))
+    here = WriterIdentity.current()
+    plant_leftovers(rados_backend, "d/", "obj", "a" * 32, writer_record(here.host, here.boot, dead_pid(), here.start, time.time(), here.pidns))
+    plant_leftovers(rados_backend, "d/", "obj", "b" * 32, None, chunks=3)
+    live = plant_leftovers(rados_backend, "d/", "obj", "c" * 32, writer_record("elsewhere", "b", 1, "1", time.time(), "1"))
+    assert len(rados_backend.scan_leftovers()) == 2 + 3 + 2 + 3
+    if look == "stat":
+        assert rados_backend.stat("d/obj").size == MAX_OBJECT_SIZE + 1
+    else:
+        assert rados_backend.read_bytes("d/obj") == b"x" * (MAX_OBJECT_SIZE + 1)
+    assert rados_backend.scan_leftovers() == sorted(
+        [f"orphan chunk {oid}" for oid in live] + [f"record t:obj/{'c' * 32} in the index of 'd/'"])
+
+
+@pytest.mark.ceph
+def test_a_failed_put_whose_cleanup_fails_says_so_and_the_next_stat_cleans_up(rados_backend, caplog, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise TransientError("d/obj: the cluster does not answer", key="d/obj")
+
+    def veto():
+        raise RuntimeError("vetoed")
+
+    monkeypatch.setattr(rados_backend, "_remove_chunks", refuse)
+    with caplog.at_level(logging.WARNING, logger="backends.rados"), pytest.raises(RuntimeError, match="vetoed"):
+        rados_backend.put("d/obj", io.BytesIO(b"x" * (MAX_OBJECT_SIZE + 1)), before_commit=veto)
+    assert [r.levelname for r in caplog.records if "did not commit" in r.getMessage() and "does not answer" in r.getMessage()] == ["WARNING"]
+    assert any(line.startswith("record x:obj/") for line in rados_backend.scan_leftovers())
+    monkeypatch.undo()
+    with pytest.raises(NotFound):
+        rados_backend.stat("d/obj")
+    assert rados_backend.scan_leftovers() == []
 
 
 @pytest.mark.ceph
@@ -433,7 +593,7 @@ def test_markers_a_dead_writer_left_out_are_added_by_the_next_stat(rados_backend
     """A put killed between its commit and its listing markers: the next stat completes them."""
     import rados
 
-    from backends.rados import index_oid
+    from backends.rados.layout import index_oid
 
     rados_backend.put_bytes("repo/tags/v0/link", b"zero")
     rados_backend.put_bytes("repo/tags/v1/link", b"one")
@@ -458,7 +618,7 @@ def test_a_sync_after_a_dead_pass_completes_the_markers_of_its_last_history_link
     import rados
 
     from backends.memory import MemoryBackend
-    from backends.rados import index_oid
+    from backends.rados.layout import index_oid
     from syncagent.sync.engine import Engine, SyncOptions
     from syncagent.sync.layout import Digest, TagIndexLink, key_of
     from syncagent.sync.records import RECORDS_PREFIX
