@@ -249,6 +249,9 @@ def _sync(args) -> int:
         from ..check.registry import check_published_tags
 
         check_published_tags(report, checker)
+    advise = args.blobs == "external" and args.copy_after is None and not args.dry_run
+    if advise:
+        _advise_first_run(source, dest, report)
     engine = Engine(source, dest, options, report)
     show_progress = not args.json and sys.stderr.isatty()
     printer = None
@@ -270,11 +273,28 @@ def _sync(args) -> int:
         dest.close()
     if printer is not None and printer.reader_gone:
         return _reader_gone()
+    if advise and not report.interrupted:
+        from ..sync.replication import copy_after_advice
+
+        advice = copy_after_advice(report.problems, first_run=False)
+        if advice is not None:
+            report.findings[:] = [f for f in report.findings if f.kind != advice.kind] + [advice]
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         _print_sync_summary(report, source.url, dest.url, args.dry_run)
     return _exit_status(report)
+
+
+def _advise_first_run(source, dest, report: Report) -> None:
+    """--blobs external into a destination without blob data (a source with some): say now, before tags
+    wait for blobs the replication may never bring, that --copy-after exists (stderr and a finding)."""
+    from ..sync.replication import copy_after_advice, holds_blobs
+
+    advice = copy_after_advice([], first_run=not holds_blobs(dest) and holds_blobs(source))
+    if advice is not None:
+        print(f"syncagent: {advice.reason}", file=sys.stderr)
+        report.add_finding(advice)
 
 
 def _verify(args) -> int:
