@@ -37,6 +37,9 @@ syncagent_replication_too_wide                            gauge      1 while the
 syncagent_deletes_pending                                 gauge      repositories with a delete notification not
                                                                      carried out yet (watch --delete)
 syncagent_delete_lag_seconds                              histogram  delete event -> deletes done on the destination
+syncagent_tags_unpublished_total                          counter    tags taken back because the primary's garbage
+                                                                     collection deleted blobs they need (blobs =
+                                                                     external; revisions: ..._revisions_unpublished)
 ========================================================  =========  ==========================================
 """
 
@@ -116,6 +119,15 @@ class Metrics:
             buckets=LAG_BUCKETS, registry=r,
         )
 
+        self.tags_unpublished = Counter(
+            "syncagent_tags_unpublished", "Tags taken back because blobs they need were deleted at the source "
+            "(deleted-at-source).", registry=r,
+        )
+        self.revisions_unpublished = Counter(
+            "syncagent_revisions_unpublished", "Revisions taken back because blobs they need were deleted at the source.",
+            registry=r,
+        )
+
     def count_engine_event(self, name: str, amount: int) -> None:
         """The engine's ``count`` events that the sidecar exports."""
         if name == "tags_published":
@@ -128,6 +140,10 @@ class Metrics:
             self.bytes_copied.inc(amount)
         elif name == "blobs_copied_after_wait":
             self.blobs_copied_after_wait.inc(amount)
+        elif name == "tags_unpublished":
+            self.tags_unpublished.inc(amount)
+        elif name == "revisions_unpublished":
+            self.revisions_unpublished.inc(amount)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -358,6 +358,10 @@ class WatchService:
                     self.metrics.replication_lag.observe(max(0.0, time.time() - when))
                 log.info("published %s:%s", repository, data["tag"],
                          extra={"repository": repository, "tag": data["tag"], "digest": data["digest"]})
+            elif event == "tag-unpublished":
+                log.warning("unpublished %s:%s (%s): the primary deleted it and collected its blobs before the delete "
+                            "reached the destination", repository, data["tag"], data["digest"],
+                            extra={"repository": repository, "tag": data["tag"], "digest": data["digest"]})
             elif event == "problem":
                 problem: Problem = data["problem"]
                 self.metrics.errors.labels(problem.kind).inc()
