@@ -35,10 +35,10 @@ def classify_deleted_at_source(source: Backend, dest: Backend, report: Report, c
     changed = 0
     problems = []
     for problem in list(report.problems):
-        kind = _deleted_at_source(source, dest, problem, comparison) if problem.kind in RECLASSIFIED else None
-        if kind is not None:
+        reason = _deleted_at_source(source, dest, problem, comparison) if problem.kind in RECLASSIFIED else None
+        if reason is not None:
             changed += 1
-            problem = replace(problem, kind=DELETED_AT_SOURCE_KIND, reason=kind)
+            problem = replace(problem, kind=DELETED_AT_SOURCE_KIND, reason=reason)
         problems.append(problem)
     report.problems[:] = problems
     return changed
