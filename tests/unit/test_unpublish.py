@@ -2,9 +2,8 @@
 tags on the replica; the next pass takes back exactly those (tags_unpublished), and verify tells them
 apart from damage (deleted-at-source).
 
-The storage's replication is played by :func:`replicate_blobs` (blob objects only, deletes included:
-what RGW multisite does, and AWS with delete replication), the primary's garbage collection by
-:func:`collect_garbage` (what distribution's mark and sweep keeps: every blob a revision link names).
+The storage's replication, the primary's garbage collection and its manifest deletes are played by
+tests/support/replication_doubles.py.
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from backends.memory import MemoryBackend
 from syncagent.check.compare import compare
 from syncagent.check.deleted import classify_deleted_at_source
 from syncagent.check.verify import verify_backend
-from syncagent.sync.discovery import iter_repositories, read_repository
+from syncagent.sync.discovery import read_repository
 from syncagent.sync.engine import Engine, SyncOptions
-from syncagent.sync.layout import BLOBS_PREFIX, BlobData, Digest, InvalidPath, RevisionLink, key_of, parse_key
+from syncagent.sync.layout import BlobData, RevisionLink, key_of
 from syncagent.sync.manifest import parse_manifest
 from syncagent.sync.plan import PlanSettings, RepositorySurvey, plan_repository
 from syncagent.sync.replication import CANARY_KEY
@@ -30,50 +29,13 @@ from syncagent.sync.survey import survey_repository
 from syncagent.sync.execute import Outcome, StepFailed
 from syncagent.sync.writer import DestinationWriter, PassContext
 from syncagent.testing.synthetic import TreeWriter
-from tests.unit.test_deletes import delete_source_revision, delete_source_tag
-from tests.unit.test_engine import dest_tags
+from tests.support.replication_doubles import collect_garbage, delete_manifest, replicate_blobs, tags_on
 
 EXTERNAL = PlanSettings(blobs="external")
 
 
 def external(source, dest, **options):
     return Engine(source, dest, SyncOptions(blobs="external", external_timeout=5, **options)).run()
-
-
-def replicate_blobs(source, dest) -> None:
-    """What bucket replication limited to blobs/ does, at once: new blob objects arrive, deleted ones go."""
-    at_source = {info.key for info in source.iter_objects(BLOBS_PREFIX)}
-    for key in at_source:
-        if not dest.exists(key):
-            dest.put_bytes(key, source.read_bytes(key))
-    for info in list(dest.iter_objects(BLOBS_PREFIX)):
-        if info.key not in at_source:
-            dest.delete(info.key)
-
-
-def collect_garbage(backend) -> set[Digest]:
-    """Distribution's garbage collection: delete the blob data no revision link of any repository needs."""
-    keep: set[Digest] = set()
-    for repository in iter_repositories(backend):
-        for digest in read_repository(backend, repository).revisions:
-            keep.add(digest)
-            keep.update(ref.digest for ref in parse_manifest(backend.read_bytes(key_of(BlobData(digest)))).blobs)
-    collected = set()
-    for info in list(backend.iter_objects(BLOBS_PREFIX)):
-        try:
-            spec = parse_key(info.key)
-        except InvalidPath:
-            continue
-        if isinstance(spec, BlobData) and spec.digest not in keep:
-            backend.delete(info.key)
-            collected.add(spec.digest)
-    return collected
-
-
-def delete_manifest(source, repository: str, tag: str, digest: Digest) -> None:
-    """What ``DELETE /v2/<repository>/manifests/<digest>`` does: the revision link and the tag go."""
-    delete_source_tag(source, repository, tag)
-    delete_source_revision(source, repository, digest)
 
 
 @pytest.fixture
@@ -104,7 +66,7 @@ def test_a_tag_deleted_and_collected_at_the_source_is_taken_back_without_delete(
 
     assert report.ok, report.problems
     assert (report.counters.get("tags_unpublished", 0), report.counters.get("revisions_unpublished", 0)) == (1, 1)
-    assert set(dest_tags(dest, "app")) == {"v0", "v2"} and set(dest_tags(dest, "tools")) == {"v0"}
+    assert set(tags_on(dest, "app")) == {"v0", "v2"} and set(tags_on(dest, "tools")) == {"v0"}
     assert not dest.exists(key_of(RevisionLink("app", gone)))
     assert verify_backend(dest, hygiene=False).ok
     assert sorted((f.kind, f.tag or "") for f in report.findings) == [("deleted-at-source", ""), ("deleted-at-source", "v1")]
@@ -118,17 +80,17 @@ def test_a_deleted_tag_whose_blobs_are_still_there_stays_until_delete(world):
     report = external(source, dest)
 
     assert report.ok and report.counters.get("tags_unpublished", 0) == 0 and report.counters.get("revisions_unpublished", 0) == 0
-    assert set(dest_tags(dest, "app")) == {"v0", "v1", "v2"}, "a whole tag is --delete's to remove"
+    assert set(tags_on(dest, "app")) == {"v0", "v1", "v2"}, "a whole tag is --delete's to remove"
     deleted = external(source, dest, delete=True)
     assert deleted.ok and deleted.counters["tags_deleted"] == 1
-    assert set(dest_tags(dest, "app")) == {"v0", "v2"}
+    assert set(tags_on(dest, "app")) == {"v0", "v2"}
 
 
 def test_a_moved_tag_whose_old_closure_was_collected_is_published_at_its_new_digest(world):
     source, dest, writer, images = world
     old = images[("app", "v2")]
     new, _ = writer.image("app", [b"a new build"], tag="v2")
-    delete_source_revision(source, "app", old)
+    source.delete(key_of(RevisionLink("app", old)))
     collect_garbage(source)
     replicate_blobs(source, dest)
 
@@ -136,7 +98,7 @@ def test_a_moved_tag_whose_old_closure_was_collected_is_published_at_its_new_dig
 
     assert report.ok, report.problems
     assert report.counters.get("tags_unpublished", 0) == 1 and report.counters["tags_published"] == 1
-    assert dest_tags(dest, "app")["v2"] == str(new)
+    assert tags_on(dest, "app")["v2"] == str(new)
     assert verify_backend(dest, hygiene=False).ok
 
 
@@ -154,7 +116,7 @@ def test_an_index_whose_manifest_was_collected_goes_and_its_children_stay(world)
     report = external(source, dest)
 
     assert report.ok, report.problems
-    assert dest_tags(dest, "multi") == {}
+    assert tags_on(dest, "multi") == {}
     assert read_repository(dest, "multi").revisions == {one[0], two[0]}
     assert verify_backend(dest, hygiene=False).ok
 
@@ -212,7 +174,7 @@ def test_a_broken_tag_the_source_has_again_is_not_taken_back(world):
     outcome = writer.perform(UnpublishTag("app", "v1", digest), [])
 
     assert outcome is Outcome.SKIPPED
-    assert dest_tags(dest, "app")["v1"] == str(digest)
+    assert tags_on(dest, "app")["v1"] == str(digest)
     assert [(p.kind, p.tag) for p in report.problems] == [("broken-tag", "v1")]
     assert "--repair" in report.problems[0].reason
 
@@ -243,7 +205,7 @@ def test_a_closure_that_cannot_be_read_takes_nothing_back(world):
     with pytest.raises(StepFailed):
         writer.perform(UnpublishTag("app", "v1", digest), [])
 
-    assert dest_tags(flaky, "app")["v1"] == str(digest)
+    assert tags_on(flaky, "app")["v1"] == str(digest)
     assert [p.kind for p in report.problems] == ["delete-failed"]
 
 

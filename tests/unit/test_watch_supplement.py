@@ -2,49 +2,32 @@
 while tags wait for blobs the storage's replication brings, when the rule is too wide, and when the
 primary's garbage collection broke a tag (it is taken back and counted).
 
-The storage's replication is played by copying blob files from the source tree to the destination's.
+The storage's replication and the primary's garbage collection are played by
+tests/support/replication_doubles.py.
 Real registries on a real two-zone Ceph RGW are in tests/e2e/test_supplement.py.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-import requests
 
 from backends.filesystem import FilesystemBackend
 from syncagent.sync.layout import BlobData, Digest, key_of
 from syncagent.sync.manifest import parse_manifest
 from syncagent.sync.replication import CANARY_KEY
 from syncagent.testing.synthetic import TreeWriter
-from tests.unit.test_unpublish import collect_garbage, delete_manifest
-from tests.unit.test_watch_service import dest_tags, metric, poll, post, push_event, start_service, url  # noqa: F401
-
-BLOBS = Path("docker/registry/v2/blobs")
+from tests.support.fixtures_sidecar import health, metric, poll_until as poll, post_events as post, push_event
+from tests.support.replication_doubles import collect_garbage, delete_manifest, replicate_blobs, tags_on
 
 
 def replicate(tmp_path: Path, *, hold: set[Digest] = frozenset()) -> None:
-    """Bring the destination's blob files in line with the source's, but for ``hold`` (deletes included)."""
-    held = {key_of(BlobData(digest)) for digest in hold}
-    source, dest = tmp_path / "src" / BLOBS, tmp_path / "dst" / BLOBS
-    present = set()
-    for path in source.rglob("data"):
-        key = str(path.relative_to(tmp_path / "src"))
-        present.add(key)
-        target = tmp_path / "dst" / key
-        if key not in held and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-    for path in list(dest.rglob("data")) if dest.exists() else []:
-        if str(path.relative_to(tmp_path / "dst")) not in present:
-            path.unlink()
+    replicate_blobs(FilesystemBackend(tmp_path / "src"), FilesystemBackend(tmp_path / "dst"), hold=hold)
 
 
-def health(service) -> tuple[int, dict]:
-    response = requests.get(url(service, "/healthz"), timeout=5)
-    return response.status_code, response.json()
+def dest_tags(tmp_path: Path, repository: str) -> dict[str, str]:
+    return tags_on(FilesystemBackend(tmp_path / "dst"), repository)
 
 
 @pytest.fixture
@@ -57,13 +40,13 @@ def app(tmp_path):
     return {"v0": v0, "v1": v1, "held": layer}
 
 
-def external(start_service, **overrides):
-    return start_service(**{"blobs": "external", "external_timeout": 60.0, **overrides})
+def external(sidecar, **overrides):
+    return sidecar(**{"blobs": "external", "external_timeout": 60.0, **overrides})
 
 
-def test_a_tag_waits_for_its_blob_the_others_do_not_and_the_metrics_show_the_wait(tmp_path, app, start_service):
+def test_a_tag_waits_for_its_blob_the_others_do_not_and_the_metrics_show_the_wait(tmp_path, app, sidecar):
     replicate(tmp_path, hold={app["held"]})
-    service = external(start_service)
+    service = external(sidecar)
     assert post(service, push_event("app")).status_code == 200
 
     assert poll(lambda: dest_tags(tmp_path, "app") == {"v1": str(app["v1"])}), "v1 is not held back by v0's blob"
@@ -79,9 +62,9 @@ def test_a_tag_waits_for_its_blob_the_others_do_not_and_the_metrics_show_the_wai
     assert metric(service, "syncagent_blobs_copied_total") == 0
 
 
-def test_healthz_turns_unhealthy_once_the_oldest_wait_passes_the_deadline(tmp_path, app, start_service):
+def test_healthz_turns_unhealthy_once_the_oldest_wait_passes_the_deadline(tmp_path, app, sidecar):
     replicate(tmp_path, hold={app["held"]})
-    service = external(start_service, external_timeout=0.5, retry_base=0.2, retry_cap=0.5)
+    service = external(sidecar, external_timeout=0.5, retry_base=0.2, retry_cap=0.5)
     assert post(service, push_event("app")).status_code == 200
 
     assert poll(lambda: health(service)[0] == 503)
@@ -94,10 +77,10 @@ def test_healthz_turns_unhealthy_once_the_oldest_wait_passes_the_deadline(tmp_pa
     assert poll(lambda: health(service)[0] == 200), "healthy again once the blob has arrived"
 
 
-def test_a_rule_that_carries_more_than_blobs_shows_in_the_metric_and_healthz(tmp_path, app, start_service):
+def test_a_rule_that_carries_more_than_blobs_shows_in_the_metric_and_healthz(tmp_path, app, sidecar):
     replicate(tmp_path)
     FilesystemBackend(tmp_path / "dst").put_bytes(CANARY_KEY, b"{}")  # what a full mirror brings over
-    service = external(start_service)
+    service = external(sidecar)
 
     assert poll(lambda: metric(service, "syncagent_replication_too_wide") == 1)
     status, body = health(service)
@@ -105,9 +88,9 @@ def test_a_rule_that_carries_more_than_blobs_shows_in_the_metric_and_healthz(tmp
     assert FilesystemBackend(tmp_path / "src").exists(CANARY_KEY), "the canary is placed at the source"
 
 
-def test_a_tag_broken_by_the_primarys_garbage_collection_is_taken_back_and_counted(tmp_path, app, start_service):
+def test_a_tag_broken_by_the_primarys_garbage_collection_is_taken_back_and_counted(tmp_path, app, sidecar):
     replicate(tmp_path)
-    service = external(start_service)
+    service = external(sidecar)
     assert post(service, push_event("app")).status_code == 200
     assert poll(lambda: set(dest_tags(tmp_path, "app")) == {"v0", "v1"})
     source = FilesystemBackend(tmp_path / "src")
