@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 
-from backends import BackendUnavailable, ConfigurationError, open_for_run
+from backends import BackendError, BackendUnavailable, ConfigurationError, open_for_run
 
 from ..sync.engine import DEFAULT_EXTERNAL_TIMEOUT, DEFAULT_JOBS, DEFAULT_MAX_DELETE_SHARE, Engine, SyncOptions
 from ..sync.layout import Digest
@@ -283,6 +283,9 @@ def _sync(args) -> int:
         from ..check.registry import check_published_tags
 
         check_published_tags(report, checker)
+    advise = args.blobs == "external" and args.copy_after is None and not args.dry_run
+    if advise:
+        _advise_first_run(source, dest, report)
     engine = Engine(source, dest, options, report)
     show_progress = not args.json and sys.stderr.isatty()
     printer = None
@@ -304,11 +307,28 @@ def _sync(args) -> int:
         dest.close()
     if printer is not None and printer.reader_gone:
         return _reader_gone()
+    if advise and not report.interrupted:
+        from ..sync.replication import copy_after_advice
+
+        advice = copy_after_advice(report.problems, first_run=False)
+        if advice is not None:
+            report.findings[:] = [f for f in report.findings if f.kind != advice.kind] + [advice]
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         _print_sync_summary(report, source.url, dest.url, args.dry_run)
     return _exit_status(report)
+
+
+def _advise_first_run(source, dest, report: Report) -> None:
+    """--blobs external into a destination without blob data (a source with some): say now, before tags
+    wait for blobs the replication may never bring, that --copy-after exists (stderr and a finding)."""
+    from ..sync.replication import copy_after_advice, holds_blobs
+
+    advice = copy_after_advice([], first_run=not holds_blobs(dest) and holds_blobs(source))
+    if advice is not None:
+        print(f"syncagent: {advice.reason}", file=sys.stderr)
+        report.add_finding(advice)
 
 
 def _verify(args) -> int:
@@ -347,17 +367,18 @@ def _verify_against(args, source, dest, select, checker=None) -> int:
 
     require_registry(source)
 
-    def check_dest() -> Report:
+    def check_dest(comparison) -> Report:
         report = verify_backend(dest, repositories=select, deep=args.deep, jobs=args.jobs)
         if checker is not None:
             from ..check.registry import check_backend_tags
 
             check_backend_tags(dest, checker, report, repositories=select)
+        _check_replica_of(source, dest, report, comparison)
         return report
 
     source_report = Report()
     comparison = compare(source, dest, source_report, repositories=select)
-    dest_report = check_dest()
+    dest_report = check_dest(comparison)
     before = comparison
     result: dict = {"comparison": comparison.as_dict(), "destination": _verify_summary(dest_report)}
     if source_report.problems:
@@ -372,7 +393,7 @@ def _verify_against(args, source, dest, select, checker=None) -> int:
         result["uploads"]["problems"] = [p.as_dict() for p in cleaned.problems]
     if repaired is not None or cleaned is not None:
         comparison = compare(source, dest, Report(), repositories=select)
-        dest_report = check_dest()
+        dest_report = check_dest(comparison)
         result["after_repair"] = {"comparison": comparison.as_dict(), "destination": _verify_summary(dest_report)}
     if args.json:
         print(json.dumps(result, indent=2))
@@ -405,6 +426,23 @@ def _verify_against(args, source, dest, select, checker=None) -> int:
         _print_verify(args, dest_report, dest.url, heading="destination")
     differs = comparison.differs or not dest_report.ok or any(r is not None and not r.ok for r in (repaired, cleaned))
     return EXIT_PROBLEMS if differs else EXIT_OK
+
+
+def _check_replica_of(source, dest, report: Report, comparison) -> None:
+    """What a replica kept by the storage's own replication (--blobs external) can show: broken tags and
+    revisions the source deleted and collected (deleted-at-source), and a replication rule that carries
+    more than blobs/ (replication-too-wide)."""
+    from ..check.deleted import classify_deleted_at_source
+    from ..sync.replication import replication_too_wide
+
+    classify_deleted_at_source(source, dest, report, comparison)
+    try:
+        too_wide = replication_too_wide(dest)
+    except BackendError as exc:
+        logging.getLogger(__name__).warning("cannot look for the replication canary on %s: %s", dest.url, exc)
+        return
+    if too_wide is not None:
+        report.add_problem(too_wide)
 
 
 def _upload_age(args) -> float:
@@ -504,9 +542,17 @@ def _print_sync_summary(report: Report, source: str, dest: str, dry_run: bool) -
             f"  deleted      {c['tags_deleted']} tags, {c['revisions_deleted']} revisions, "
             f"{c['links_deleted']} links, {c['blobs_deleted']} blobs ({_size(c['bytes_deleted'])})"
         )
+    if c.get("tags_unpublished") or c.get("revisions_unpublished"):
+        print(f"  unpublished  {c.get('tags_unpublished', 0)} tags, {c.get('revisions_unpublished', 0)} revisions whose "
+              "blobs the primary's garbage collection deleted (deleted-at-source)")
+    if c.get("blobs_replicated") or c.get("blobs_copied_after_wait"):
+        print(f"  replicated   {c.get('blobs_replicated', 0)} blobs arrived through the storage's replication, "
+              f"{c.get('blobs_copied_after_wait', 0)} copied after --copy-after")
     if report.interrupted:
         print("  nothing was left half-published; run the same command again to resume")
     _print_problems(report)
+    for hint in (f for f in report.findings if f.kind == "copy-after-suggested"):
+        print(f"hint: {hint.reason}")
 
 
 def _print_problems(report: Report) -> None:

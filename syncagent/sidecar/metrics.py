@@ -40,6 +40,9 @@ syncagent_delete_lag_seconds                              histogram  delete even
 syncagent_backend_requests_total                          counter    backend: source, destination; operation:
                                                                      stat, read, put, delete, list; outcome:
                                                                      ok, error (every attempt, retries included)
+syncagent_tags_unpublished_total                          counter    tags taken back because the primary's garbage
+                                                                     collection deleted blobs they need (blobs =
+                                                                     external; revisions: ..._revisions_unpublished)
 ========================================================  =========  ==========================================
 """
 
@@ -124,6 +127,15 @@ class Metrics:
             registry=r,
         )
 
+        self.tags_unpublished = Counter(
+            "syncagent_tags_unpublished", "Tags taken back because blobs they need were deleted at the source "
+            "(deleted-at-source).", registry=r,
+        )
+        self.revisions_unpublished = Counter(
+            "syncagent_revisions_unpublished", "Revisions taken back because blobs they need were deleted at the source.",
+            registry=r,
+        )
+
     def request_observer(self, backend: str):
         """An observer for backends/observed.py counting ``backend``'s requests."""
 
@@ -144,6 +156,10 @@ class Metrics:
             self.bytes_copied.inc(amount)
         elif name == "blobs_copied_after_wait":
             self.blobs_copied_after_wait.inc(amount)
+        elif name == "tags_unpublished":
+            self.tags_unpublished.inc(amount)
+        elif name == "revisions_unpublished":
+            self.revisions_unpublished.inc(amount)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -44,7 +44,7 @@ from .auth import Authenticator
 from ..sync.records import EVERYTHING, PassRecords, UnfinishedPass, delete_records, load_records
 from ..sync.policy import DEFERRED, DeleteAllowance, DeletePolicy
 from ..sync.replica import mark_if_fresh
-from ..sync.replication import place_canary, replication_too_wide
+from ..sync.replication import copy_after_advice, holds_blobs, place_canary, replication_too_wide
 from ..sync.report import Problem, Report
 from ..sync.transfer import Cancelled
 from .config import ConfigError, WatchConfig
@@ -213,6 +213,10 @@ class WatchService:
             why_not = place_canary(self.source)
             if why_not is not None:
                 log.warning("%s", why_not)
+            if self.config.copy_after is None:
+                advice = copy_after_advice([], first_run=not holds_blobs(self.dest) and holds_blobs(self.source))
+                if advice is not None:
+                    log.warning("%s (option copy_after)", advice.reason)
         restored = self.queue.restore()
         if restored:
             log.info("resuming %d repositories pending in the journal", restored, extra={"pending": restored})
@@ -357,6 +361,10 @@ class WatchService:
                     self.metrics.replication_lag.observe(max(0.0, time.time() - when))
                 log.info("published %s:%s", repository, data["tag"],
                          extra={"repository": repository, "tag": data["tag"], "digest": data["digest"]})
+            elif event == "tag-unpublished":
+                log.warning("unpublished %s:%s (%s): the primary deleted it and collected its blobs before the delete "
+                            "reached the destination", repository, data["tag"], data["digest"],
+                            extra={"repository": repository, "tag": data["tag"], "digest": data["digest"]})
             elif event == "problem":
                 problem: Problem = data["problem"]
                 self.metrics.errors.labels(problem.kind).inc()
@@ -402,6 +410,10 @@ class WatchService:
             result = "problems"
             detail = "; ".join(problem.describe() for problem in report.problems[:5])
         elapsed = time.monotonic() - started
+        if self.config.blobs == "external" and self.config.copy_after is None:
+            advice = copy_after_advice(report.problems, first_run=False)
+            if advice is not None:
+                log.warning("%s: %s (option copy_after)", repository, advice.reason, extra={"repository": repository})
         self.metrics.passes.labels(result).inc()
         self.metrics.pass_duration.observe(elapsed)
         self._log_pass(ticket, report, result, detail, elapsed)

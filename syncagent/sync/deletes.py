@@ -21,14 +21,19 @@ be read for a moment (a transient error) makes the whole survey fail, so that
 the repository is left alone this time. Blob data goes only with
 ``prune_blobs`` (:func:`prune_blobs`), once no repository on the destination
 links it and the source lacks it.
+
+:func:`closure_breakage` tells what of a closure a backend's own manifests
+describe is missing there: what the sync's unpublish steps (blobs replicated
+by the storage) and verify's ``deleted-at-source`` decide from.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backends import Backend, BackendError, NotFound
+from backends import Backend, BackendError, NotFound, SymlinkRefused
 
+from .closure import ClosureError, missing_from, read_manifest, resolve_closure
 from .discovery import RepositoryState, iter_repositories, read_repository, read_small
 from .layout import (
     BLOBS_PREFIX,
@@ -227,6 +232,53 @@ def prune_blobs(source: Backend, dest: Backend, report: Report, *, dry_run: bool
         report.add_problem(Problem("delete-failed", f"pruning blobs stopped: {exc}", key=exc.key))
 
 
+@dataclass(frozen=True)
+class Breakage:
+    """Why a closure is not whole on a backend: ``lacking`` says what is missing (for reports; at most
+    a few entries), ``missing_blobs`` are the manifests and blobs whose data is absent."""
+
+    lacking: tuple[str, ...]
+    missing_blobs: tuple[Digest, ...]
+
+    def describe(self) -> str:
+        return "; ".join(self.lacking[:5])
+
+
+def closure_breakage(backend: Backend, repository: str, root: Digest) -> Breakage | None:
+    """What of ``root``'s closure -- as the manifests stored on ``backend`` describe it -- is missing
+    there (a manifest or blob, a revision or ``_layers`` link); None when it is whole.
+
+    A foreign layer absent from storage is no gap. Raises BackendError when something cannot be
+    read (a transient error says nothing about what is there).
+    """
+    try:
+        closure = resolve_closure(root, lambda digest: read_manifest(backend, digest)[1])
+    except ClosureError as exc:
+        if isinstance(exc.__cause__, BackendError) and not isinstance(exc.__cause__, SymlinkRefused):
+            raise exc.__cause__
+        return Breakage((f"{exc.digest}: {exc.reason}",), (exc.digest,) if exc.kind == "missing-blob" else ())
+    present: set[Digest] = set(closure.manifests)  # each was just read whole
+    missing: list[Digest] = []
+    absent_optional: set[Digest] = set()
+    for ref in closure.blob_references():
+        if _has(backend, key_of(BlobData(ref.digest))):
+            present.add(ref.digest)
+        elif ref.optional:
+            absent_optional.add(ref.digest)
+        else:
+            missing.append(ref.digest)
+    lacking = missing_from(backend, repository, closure, absent_optional=absent_optional, present_blobs=present)
+    return Breakage(tuple(lacking), tuple(missing)) if lacking else None
+
+
+def _has(backend: Backend, key: str) -> bool:
+    try:
+        backend.stat(key)
+    except (NotFound, SymlinkRefused):
+        return False
+    return True
+
+
 def source_has(source: Backend, key: str) -> bool:
     try:
         source.stat(key)
@@ -236,7 +288,7 @@ def source_has(source: Backend, key: str) -> bool:
 
 
 __all__ = [
-    "DeletePlan", "DeleteSurvey", "list_layer_links", "list_tag_names", "plan_deletes", "prune_blobs", "source_has",
+    "Breakage", "DeletePlan", "DeleteSurvey", "closure_breakage", "list_layer_links", "list_tag_names", "plan_deletes", "prune_blobs", "source_has",
     "survey_deletes", "tag_keys",
 ]
 

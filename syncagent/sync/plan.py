@@ -17,6 +17,14 @@ Per manifest the destination lacks, in the order of DESIGN.md::
 
 A manifest the destination already holds gets no steps; the read-back before
 its tag checks it, and repairs it (``ReadBack.repair``) when it is lacking.
+
+With blobs replicated by the storage (``external``), the plan begins with an
+:class:`UnpublishTag` for every destination tag the source no longer has at
+the destination's digest, then an :class:`UnpublishRevision` for every
+revision the source no longer has: the primary's garbage collection may have
+deleted their blobs, and the replication those blobs' deletes. Each reads the
+closure back on the destination and takes back only what is broken (it is not
+``--delete``: whatever is whole stays).
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from .steps import (
     ReadBack,
     RepositoryPlan,
     Step,
+    UnpublishRevision,
+    UnpublishTag,
 )
 
 BlobMode = Literal["copy", "external"]
@@ -118,6 +128,7 @@ class _Planner:
     _revision_steps: dict[Digest, int | None] = field(default_factory=dict)
     _blob_steps: dict[Digest, int] = field(default_factory=dict)
     _closure_reported: set[Digest] = field(default_factory=set)
+    _unpublishing: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.result = RepositoryPlan(self.survey.repository)
@@ -128,6 +139,8 @@ class _Planner:
 
     def plan(self) -> RepositoryPlan:
         src, dst = self.survey.source, self.survey.dest
+        if self.settings.blobs == "external":
+            self._unpublish_broken()
         tags = self._tags()
         revisions = sorted(src.revisions - dst.revisions)
         self.result.up_to_date["revisions_up_to_date"] = len(src.revisions & dst.revisions)
@@ -139,8 +152,18 @@ class _Planner:
         for tag, digest in sorted(tags.items()):
             self._publish_tag(tag, digest)
         for tag, digest in sorted(self.survey.history_to_check.items()):
-            self._add(CheckHistory(self.repository, tag, digest))
+            if tag not in self._unpublishing:  # a tag that may be taken back: its history would list it again
+                self._add(CheckHistory(self.repository, tag, digest))
         return self.result
+
+    def _unpublish_broken(self) -> None:
+        """Steps that take back what the primary's garbage collection may have broken: destination
+        tags the source no longer has at their digest, then revisions it no longer has."""
+        src, dst = self.survey.source, self.survey.dest
+        self._unpublishing = {tag for tag, digest in dst.tags.items() if src.tags.get(tag) != digest}
+        tags = tuple(self._add(UnpublishTag(self.repository, tag, dst.tags[tag])) for tag in sorted(self._unpublishing))
+        for digest in sorted(dst.revisions - src.revisions):
+            self._add(UnpublishRevision(self.repository, digest, needs=tags))
 
     def _add(self, step: Step) -> int:
         self.result.steps.append(step)

@@ -254,6 +254,44 @@ def _result(done: Future) -> BlobOutcome:
         return BlobOutcome(False, problem=Problem("write-failed", f"copying after the wait failed: {type(exc).__name__}"))
 
 
+# --- objects the replication never carries -------------------------------------------------------------
+
+COPY_AFTER_HINT = "copy-after-suggested"
+
+
+def holds_blobs(backend: Backend) -> bool:
+    """Whether ``backend`` holds any blob data (one listing); True when it cannot be told."""
+    try:
+        return next(iter(backend.iter_children(f"{ROOT}/blobs/")), None) is not None
+    except NotFound:
+        return False
+    except BackendError:
+        return True
+
+
+def copy_after_advice(problems: list[Problem], *, first_run: bool) -> Problem | None:
+    """What to tell an operator of a ``--blobs external`` run without ``--copy-after``: a bucket
+    replication rule never carries objects written before it existed (AWS replicates those only
+    through S3 Batch Replication; RGW multisite can lose writes made before zone B had the bucket's
+    policy). So after blobs that were never replicated, or on a ``first_run`` (a destination without
+    any blob data, a source with some), suggest ``--copy-after``. None when there is nothing to say."""
+    stuck = [p for p in problems if p.kind == "blob-not-replicated"]
+    if stuck:
+        reason = (f"{len(stuck)} blob(s) never arrived through the storage's replication. A replication rule does not "
+                  "carry objects written before it existed (AWS: S3 Batch Replication does; Ceph RGW multisite: "
+                  "`radosgw-admin bucket sync disable` then `enable` resends the bucket). To have syncagent copy "
+                  "whatever is still missing after a while, run again with --copy-after DURATION (e.g. --copy-after 2m; "
+                  "docs/supplement.md)")
+    elif first_run:
+        reason = ("the destination holds no blob data yet. If the registry existed before the replication "
+                  "rule, its blobs are not replicated and every tag would wait --external-timeout and fail: give the "
+                  "first run --copy-after DURATION (e.g. --copy-after 2m) so that syncagent copies what has not arrived "
+                  "by then (docs/supplement.md)")
+    else:
+        return None
+    return Problem(COPY_AFTER_HINT, reason)
+
+
 # --- a replication rule that is too wide ---------------------------------------------------------------
 
 CANARY_KEY = f"{ROOT}/.syncagent-canary"
@@ -297,4 +335,7 @@ def replication_too_wide(dest: Backend) -> Problem | None:
     )
 
 
-__all__ = ["BlobWaiter", "CANARY_KEY", "DEFAULT_TIMEOUT", "place_canary", "replication_too_wide"]
+__all__ = [
+    "BlobWaiter", "CANARY_KEY", "COPY_AFTER_HINT", "DEFAULT_TIMEOUT", "copy_after_advice", "holds_blobs",
+    "place_canary", "replication_too_wide",
+]

@@ -8,6 +8,9 @@ manifest needs them: :class:`CopyBlob` or :class:`AwaitBlob`,
 :class:`PublishTag`; :class:`CheckHistory` after a pass that died. Delete
 steps, in reverse dependency order: :class:`DeleteTag` (history links first,
 ``current/link`` last), :class:`DeleteRevision`, :class:`DeleteLayerLink`.
+With blobs replicated by the storage, a sync plan also takes back what the
+primary's garbage collection broke: :class:`UnpublishTag`, then
+:class:`UnpublishRevision`.
 """
 
 from __future__ import annotations
@@ -116,6 +119,34 @@ class CheckHistory:
 
 
 @dataclass(frozen=True)
+class UnpublishTag:
+    """With blobs replicated by the storage: take back a destination tag the source no longer has at
+    ``digest`` (deleted, or moved elsewhere) once its closure on the destination is broken -- the
+    primary's garbage collection deleted blobs it names, and the storage's replication carried those
+    deletes over before the tag's own delete reached the destination.
+
+    The closure is read back on the destination (as its own manifests describe it); only when it is
+    broken, the destination's tag still points at ``digest`` and the source still does not, is every
+    key under the tag removed, history links first and ``current/link`` last. A whole tag is left to
+    ``--delete``."""
+
+    repository: str
+    tag: str
+    digest: Digest
+    needs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnpublishRevision:
+    """As :class:`UnpublishTag`, for a revision link the source no longer has: removed only when its
+    closure on the destination is broken. Needs the plan's UnpublishTag steps (tags go first)."""
+
+    repository: str
+    digest: Digest
+    needs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class DeleteTag:
     """Remove a tag the source no longer has: every key under it (``keys``, in order: history links
     first, ``current/link`` last), unless the source has the tag again."""
@@ -145,7 +176,7 @@ class DeleteLayerLink:
 
 
 Step = Union[CopyBlob, AwaitBlob, LinkLayers, LinkRevision, ReadBack, PublishTag, CheckHistory,
-             DeleteTag, DeleteRevision, DeleteLayerLink]
+             UnpublishTag, UnpublishRevision, DeleteTag, DeleteRevision, DeleteLayerLink]
 BLOB_STEPS = (CopyBlob, AwaitBlob)
 
 
@@ -182,6 +213,10 @@ def plan_lines(step: Step) -> list[str]:
                 f"link {key_of(TagIndexLink(step.repository, step.tag, step.digest))} -> {step.digest}"]
     if isinstance(step, CheckHistory):
         return [f"check {key_of(TagIndexLink(step.repository, step.tag, step.digest))}"]
+    if isinstance(step, UnpublishTag):
+        return [f"unpublish {step.repository}:{step.tag} if its closure ({step.digest}) is broken on the destination"]
+    if isinstance(step, UnpublishRevision):
+        return [f"unpublish {step.repository}@{step.digest} if its closure is broken on the destination"]
     if isinstance(step, DeleteTag):
         return [f"delete {key}" for key in step.keys]
     if isinstance(step, DeleteRevision):
@@ -193,5 +228,6 @@ def plan_lines(step: Step) -> list[str]:
 
 __all__ = [
     "AwaitBlob", "BLOB_STEPS", "CheckHistory", "CopyBlob", "DeleteLayerLink", "DeleteRevision", "DeleteTag",
-    "LinkLayers", "LinkRevision", "PublishTag", "ReadBack", "RepositoryPlan", "Step", "plan_lines",
+    "LinkLayers", "LinkRevision", "PublishTag", "ReadBack", "RepositoryPlan", "Step", "UnpublishRevision", "UnpublishTag",
+    "plan_lines",
 ]

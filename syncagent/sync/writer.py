@@ -6,6 +6,12 @@ only when the destination does not already hold them; a tag is published
 (``current/link``, then its history link) once the read-back found its closure
 whole, after the pass's record is on the destination (pass_records.py).
 
+With blobs replicated by the storage, the writer also takes back what the
+primary's garbage collection broke (``UnpublishTag``, ``UnpublishRevision``,
+plan.py): the closure is read back on the destination, the source is asked
+again, and only a broken tag or revision the source no longer has goes, in
+the order of a delete (deletes.py).
+
 The read-back takes one documented shortcut: what this pass itself confirmed
 -- a blob it copied (its digest checked before the put committed) or found
 present with the right size, a link it wrote or read -- is not asked for
@@ -29,7 +35,7 @@ from .layout import Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, 
 from .records import PassRecords
 from .replication import BlobWaiter
 from .plan import PlanSettings, RepositorySurvey, repair_steps
-from .deletes import source_has
+from .deletes import closure_breakage, source_has, tag_keys
 from .steps import (
     AwaitBlob,
     CheckHistory,
@@ -42,6 +48,8 @@ from .steps import (
     PublishTag,
     ReadBack,
     Step,
+    UnpublishRevision,
+    UnpublishTag,
 )
 from .report import Problem, Report
 from .transfer import BlobCopier, BlobOutcome, Cancelled
@@ -129,6 +137,10 @@ class DestinationWriter:
             return self._publish_tag(step)
         if isinstance(step, CheckHistory):
             return self._check_history(step)
+        if isinstance(step, UnpublishTag):
+            return self._unpublish_tag(step)
+        if isinstance(step, UnpublishRevision):
+            return self._unpublish_revision(step)
         raise TypeError(f"not a step the writer performs: {step!r}")
 
     def _link_layers(self, step: LinkLayers, needs: Sequence[Outcome]) -> Outcome:
@@ -215,6 +227,62 @@ class DestinationWriter:
         self.report.count("history_repaired")
         return Outcome.DONE
 
+    # --- taking back what the primary's garbage collection broke (blobs replicated by the storage) ----
+
+    def _unpublish_tag(self, step: UnpublishTag) -> Outcome:
+        dest, where = self.context.dest, {"repository": self.repository, "tag": step.tag, "digest": str(step.digest)}
+        current = key_of(TagCurrentLink(self.repository, step.tag))
+        try:
+            if self._link_at(dest, current) != step.digest:
+                return Outcome.SKIPPED  # gone or moved meanwhile: nothing of this digest to take back
+            breakage = closure_breakage(dest, self.repository, step.digest)
+            if breakage is None:
+                return Outcome.SKIPPED  # whole: a tag the source deleted goes with --delete, not here
+            if self._link_at(self.context.source, current) == step.digest:
+                self.report.add_problem(Problem(
+                    "broken-tag", f"{breakage.describe()}; the source has this tag at this digest again, so it is "
+                    "not taken back: `syncagent verify SRC --against DST --repair` writes its closure again", **where))
+                return Outcome.SKIPPED
+            for key in tag_keys(dest, self.repository, step.tag):  # history links first, current/link last
+                dest.delete(key)
+                self.report.count("links_deleted")
+        except BackendError as exc:
+            self.report.add_problem(Problem("delete-failed", f"cannot take back the tag: {exc}", key=exc.key, **where))
+            raise StepFailed(f"taking back the tag failed: {exc}") from exc
+        self.report.count("tags_unpublished")
+        self.report.add_finding(Problem("deleted-at-source", f"unpublished: {breakage.describe()} -- {DELETED_AT_SOURCE}",
+                                        **where))
+        self.report.emit("tag-unpublished", repository=self.repository, tag=step.tag, digest=str(step.digest))
+        return Outcome.DONE
+
+    def _unpublish_revision(self, step: UnpublishRevision) -> Outcome:
+        dest, where = self.context.dest, {"repository": self.repository, "digest": str(step.digest)}
+        key = key_of(RevisionLink(self.repository, step.digest))
+        try:
+            if self._link_at(dest, key) != step.digest:
+                return Outcome.SKIPPED
+            breakage = closure_breakage(dest, self.repository, step.digest)
+            if breakage is None or source_has(self.context.source, key):
+                return Outcome.SKIPPED  # whole, or the source has it (again): the sync writes what it lacks
+            dest.delete(key)
+            self.report.count("links_deleted")
+        except BackendError as exc:
+            self.report.add_problem(Problem("delete-failed", f"cannot take back the revision: {exc}", key=exc.key, **where))
+            raise StepFailed(f"taking back the revision failed: {exc}") from exc
+        self.report.count("revisions_unpublished")
+        self.report.add_finding(Problem("deleted-at-source", f"unpublished: {breakage.describe()} -- {DELETED_AT_SOURCE}",
+                                        **where))
+        self.report.emit("revision-unpublished", repository=self.repository, digest=str(step.digest))
+        return Outcome.DONE
+
+    @staticmethod
+    def _link_at(backend: Backend, key: str) -> Digest | None:
+        """The digest a link holds, or None when there is none (or none that parses). Raises BackendError."""
+        try:
+            return read_link(backend, key)
+        except (NotFound, UnreadableLink, SymlinkRefused):
+            return None
+
     def write_link(self, key: str, digest: Digest, *, tag_write: bool = False, known_missing: bool = False) -> None:
         """Write a link unless it already holds ``digest``.
 
@@ -257,6 +325,10 @@ class DestinationWriter:
             self.report.add_problem(Problem(kind, failure.reason, tag=step.tag, digest=str(step.digest), **where))
             if isinstance(step, CheckHistory):
                 self.context.history_unchecked.set()
+
+
+DELETED_AT_SOURCE = ("the primary deleted it and its garbage collection deleted blobs it needs; the storage's "
+                     "replication carried those deletes here before the delete of the tag or revision itself")
 
 
 class DestinationDeleter:
@@ -311,4 +383,4 @@ class DestinationDeleter:
                                             repository=getattr(step, "repository", None)))
 
 
-__all__ = ["DestinationDeleter", "DestinationWriter", "PassContext"]
+__all__ = ["DELETED_AT_SOURCE", "DestinationDeleter", "DestinationWriter", "PassContext"]
