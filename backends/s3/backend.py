@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from ..base import BaseBackend, BeforeCommit, Capabilities, Entry, ObjectInfo, check_key, check_prefix
 from ..errors import BackendError, BackendUnavailable, ConfigurationError, InvalidKey
 from ..options import parse_options
-from .connection import format_url, make_client, make_session
+from .connection import RequestCounter, format_url, make_client, make_session
 from .crt import HandBack, make_crt_uploads
 from .errors import SDK_ERRORS, boto3, translate_error
 from .leftovers import IncompleteUploads
@@ -43,6 +43,8 @@ class S3Backend(IncompleteUploads, BaseBackend):
                                          incomplete_uploads=True)
         session = make_session(options)
         self._client = make_client(session, options)
+        self.requests = RequestCounter()
+        self.requests.attach(self._client)
         self._crt, why_not = make_crt_uploads(session, self._client, bucket, options)
         if self._crt is None:
             if options.put_client == "crt":
@@ -102,6 +104,7 @@ class S3Backend(IncompleteUploads, BaseBackend):
         crt = self._crt
         if crt is not None:
             try:
+                self.requests.add("PutObject (CRT)")
                 crt.put(key, object_key, head)
                 return ObjectInfo(key, len(head))
             except HandBack as exc:
@@ -242,6 +245,7 @@ class S3Backend(IncompleteUploads, BaseBackend):
         if self._crt is not None:
             self._crt.close()
         self._client.close()
+        log.info("%s: %s", self.url, self.requests.describe())
 
 
 def _raise_first_failure(futures: list[Future]) -> None:
