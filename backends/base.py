@@ -19,7 +19,8 @@ before building a key from it; every operation given a malformed key raises
 InvalidKey, so such an object is never read, written or deleted.
 
 Optional abilities are declared in :class:`Capabilities` and reached through
-a function that checks the declaration once (:func:`leftovers_of`).
+a function that checks the declaration once (:func:`leftovers_of`,
+:func:`server_copy_of`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class Capabilities:
     ``incomplete_uploads``: the backend implements :class:`Leftovers` (a put
     can leave an upload behind when its process is killed, e.g. an S3
     multipart upload); reach it through :func:`leftovers_of`.
+    ``server_copy``: the backend implements :class:`ServerCopy` (the store copies
+    an object from another backend on the same service, its bytes never passing
+    through this process); reach it through :func:`server_copy_of`.
     """
 
     empty_prefixes: bool = False
@@ -90,6 +94,7 @@ class Capabilities:
     local: bool = False
     listing_md5: bool = False
     incomplete_uploads: bool = False
+    server_copy: bool = False
 
 
 @runtime_checkable
@@ -193,6 +198,41 @@ def leftovers_of(backend: "Backend") -> Leftovers | None:
     if backend.capabilities.incomplete_uploads and isinstance(backend, Leftovers):
         return backend
     return None
+
+
+@runtime_checkable
+class ServerCopy(Protocol):
+    """Optional: copies made by the store itself (declared by ``Capabilities.server_copy``)."""
+
+    def can_copy_from(self, source: "Backend", size: int) -> bool:
+        """Whether :meth:`copy_from` can copy an object of ``size`` bytes from ``source`` (the same
+        service and credentials; wrappers such as retries are looked through) and is worth it."""
+
+    def copy_from(self, source: "Backend", key: str, data: BinaryIO, *, size: int,
+                  before_commit: BeforeCommit | None = None) -> ObjectInfo:
+        """Store at ``key`` a copy, made by the store, of ``source``'s object at ``key``, atomically.
+
+        ``data`` is that object's content as the caller reads it; it is read here to EOF. The copy
+        becomes visible only if the store confirms that it holds exactly the bytes read from
+        ``data`` and ``before_commit`` (called once they are all read) returns; otherwise nothing is
+        left behind and, as with ``put``, ``before_commit``'s exception propagates unchanged.
+        Raises CopyUnverifiable (stream the object instead), TransientError (the source changed
+        meanwhile, or the usual), NotFound (the source object), InvalidKey, PermissionDenied, BackendError.
+        """
+
+
+def server_copy_of(backend: "Backend") -> ServerCopy | None:
+    """The backend's :class:`ServerCopy` ability, or None when it declares none."""
+    if backend.capabilities.server_copy and isinstance(backend, ServerCopy):
+        return backend
+    return None
+
+
+def innermost(backend: "Backend") -> "Backend":
+    """The backend under its wrappers (retries, request ceilings, observers: each holds ``inner``)."""
+    while "inner" in getattr(backend, "__dict__", {}):
+        backend = backend.inner  # type: ignore[attr-defined]
+    return backend
 
 
 def check_key(key: str) -> str:
