@@ -23,7 +23,8 @@ before building a key from it; every operation given a malformed key raises
 InvalidKey, so such an object is never read, written or deleted.
 
 Optional abilities are declared in :class:`Capabilities` and reached through
-a function that checks the declaration once (:func:`leftovers_of`).
+a function that checks the declaration once (:func:`leftovers_of`,
+:func:`server_copy_of`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class Capabilities:
     multipart upload); reach it through :func:`leftovers_of`.
     ``local_root``: the directory holding the store's objects, for a store on
     a local filesystem (file events can be watched there), else None.
+    ``server_copy``: the backend implements :class:`ServerCopy` (the store copies
+    an object from another backend on the same service, its bytes never passing
+    through this process); reach it through :func:`server_copy_of`.
     """
 
     empty_prefixes: bool = False
@@ -97,6 +101,7 @@ class Capabilities:
     listing_md5: bool = False
     incomplete_uploads: bool = False
     local_root: str | None = None
+    server_copy: bool = False
 
 
 @runtime_checkable
@@ -204,6 +209,41 @@ def leftovers_of(backend: "Backend") -> Leftovers | None:
     if backend.capabilities.incomplete_uploads and isinstance(backend, Leftovers):
         return backend
     return None
+
+
+@runtime_checkable
+class ServerCopy(Protocol):
+    """Optional: copies made by the store itself (declared by ``Capabilities.server_copy``)."""
+
+    def can_copy_from(self, source: "Backend", size: int) -> bool:
+        """Whether :meth:`copy_from` can copy an object of ``size`` bytes from ``source`` (the same
+        service and credentials; wrappers such as retries are looked through) and is worth it."""
+
+    def copy_from(self, source: "Backend", key: str, data: BinaryIO, *, size: int,
+                  before_commit: BeforeCommit | None = None) -> ObjectInfo:
+        """Store at ``key`` a copy, made by the store, of ``source``'s object at ``key``, atomically.
+
+        ``data`` is that object's content as the caller reads it; it is read here to EOF. The copy
+        becomes visible only if the store confirms that it holds exactly the bytes read from
+        ``data`` and ``before_commit`` (called once they are all read) returns; otherwise nothing is
+        left behind and, as with ``put``, ``before_commit``'s exception propagates unchanged.
+        Raises CopyUnverifiable (stream the object instead), TransientError (the source changed
+        meanwhile, or the usual), NotFound (the source object), InvalidKey, PermissionDenied, BackendError.
+        """
+
+
+def server_copy_of(backend: "Backend") -> ServerCopy | None:
+    """The backend's :class:`ServerCopy` ability, or None when it declares none."""
+    if backend.capabilities.server_copy and isinstance(backend, ServerCopy):
+        return backend
+    return None
+
+
+def innermost(backend: "Backend") -> "Backend":
+    """The backend under its wrappers (retries, request ceilings, observers: each holds ``inner``)."""
+    while "inner" in getattr(backend, "__dict__", {}):
+        backend = backend.inner  # type: ignore[attr-defined]
+    return backend
 
 
 def check_key(key: str) -> str:

@@ -6,6 +6,7 @@
     ├── InvalidKey                the key is malformed: empty, absolute, "." or ".." components
     ├── SymlinkRefused            a path below the root is a symbolic link: never followed (filesystem)
     ├── TransientError            worth retrying: timeouts, throttling, connection loss, 5xx
+    ├── CopyUnverifiable          a server-side copy the store cannot vouch for: nothing visible; stream the object
     ├── ConfigurationError        a bad URL or option; raised by open_backend and constructors
     └── BackendUnavailable        a required library or service is missing (how to fix it in the message)
 
@@ -54,6 +55,11 @@ class SymlinkRefused(BackendError):
 
 class TransientError(BackendError):
     """A failure that may succeed when retried (timeout, throttling, lost connection)."""
+
+
+class CopyUnverifiable(BackendError):
+    """A server-side copy could not be checked against the bytes the caller read (e.g. a store whose
+    ETags are not MD5s, as with SSE-KMS): nothing was made visible; copy the object by streaming it."""
 
 
 class ConfigurationError(BackendError):

@@ -44,7 +44,10 @@ Listings yield every key under the root as stored, malformed ones included
 except the zero-byte "folder" markers (``a/b/``) that S3 consoles create.
 
 Incomplete multipart uploads (left by a process killed mid-put) are listed
-and aborted through the optional ``Leftovers`` ability.
+and aborted through the optional ``Leftovers`` ability. Between buckets of one
+service with the same credentials, objects are copied by the store itself
+through the optional ``ServerCopy`` ability, each copy checked against the
+bytes the caller reads before it becomes visible (``copies.py``).
 
 Every SDK error goes through :func:`translate_error` (the CRT's through
 ``translate_crt_error``; both classify S3 error codes with
@@ -55,7 +58,7 @@ Files, in the order every backend package keeps: ``options.py`` (options and
 S3's limits), ``errors.py`` (SDK errors -> typed errors; ``codes.py`` the S3
 error codes), ``connection.py`` (session, client, URL), ``backend.py`` (the
 backend), ``streams.py`` (upload buffering, response bodies), ``leftovers.py``
-(incomplete multipart uploads), ``crt.py`` (single-request uploads through the
+(incomplete multipart uploads), ``copies.py`` (server-side copies), ``crt.py`` (single-request uploads through the
 AWS CRT).
 """
 

@@ -12,9 +12,10 @@ from typing import Any, BinaryIO, Callable, Iterator
 from ..base import BaseBackend, BeforeCommit, Capabilities, Entry, ObjectInfo, check_key, check_prefix
 from ..errors import BackendError, BackendUnavailable, ConfigurationError, InvalidKey
 from ..options import parse_options
-from .connection import format_url, make_client, make_session
+from .connection import RequestCounter, format_url, make_client, make_session
 from .crt import HandBack, make_crt_uploads
 from .errors import SDK_ERRORS, boto3, translate_error
+from .copies import ServerCopies
 from .leftovers import IncompleteUploads
 from .options import BUCKET_NAME, MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIB, S3Options
 from .streams import ObjectReader, Prepended, etag, is_folder_marker, md5_of_etag, read_up_to
@@ -22,7 +23,7 @@ from .streams import ObjectReader, Prepended, etag, is_folder_marker, md5_of_eta
 log = logging.getLogger(__name__)
 
 
-class S3Backend(IncompleteUploads, BaseBackend):
+class S3Backend(IncompleteUploads, ServerCopies, BaseBackend):
     def __init__(self, bucket: str, root: str = "", options: S3Options = S3Options()) -> None:
         if boto3 is None:
             raise BackendUnavailable("the s3 backend needs boto3: pip install boto3")
@@ -40,9 +41,14 @@ class S3Backend(IncompleteUploads, BaseBackend):
         self.url = format_url(bucket, root, options)
         self.capabilities = Capabilities(empty_prefixes=False, default_concurrency=options.max_concurrency,
                                          max_object_size=MAX_OBJECT_SIZE, listing_md5=options.listing_md5,
-                                         incomplete_uploads=True)
+                                         incomplete_uploads=True, server_copy=options.server_copy)
         session = make_session(options)
         self._client = make_client(session, options)
+        self.requests = RequestCounter()
+        self.requests.attach(self._client)
+        credentials = session.get_credentials()
+        self._copy_identity = None if credentials is None else (
+            self._client.meta.endpoint_url, self._client.meta.region_name, credentials.access_key)
         self._crt, why_not = make_crt_uploads(session, self._client, bucket, options)
         if self._crt is None:
             if options.put_client == "crt":
@@ -102,6 +108,7 @@ class S3Backend(IncompleteUploads, BaseBackend):
         crt = self._crt
         if crt is not None:
             try:
+                self.requests.add("PutObject (CRT)")
                 crt.put(key, object_key, head)
                 return ObjectInfo(key, len(head))
             except HandBack as exc:
@@ -242,6 +249,7 @@ class S3Backend(IncompleteUploads, BaseBackend):
         if self._crt is not None:
             self._crt.close()
         self._client.close()
+        log.info("%s: %s", self.url, self.requests.describe())
 
 
 def _raise_first_failure(futures: list[Future]) -> None:

@@ -3,7 +3,9 @@ their defaults; never credentials)."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import threading
 from urllib.parse import urlencode
 
 from ..errors import ConfigurationError
@@ -52,3 +54,36 @@ def format_url(bucket: str, root: str, options: S3Options) -> str:
     }
     query = urlencode({name: str(value).lower() if isinstance(value, bool) else value for name, value in changed.items()}, safe=":/")
     return f"s3://{bucket}/{root}" + (f"?{query}" if query else "")
+
+
+class RequestCounter:
+    """The HTTP requests one backend sent, by S3 operation (thread-safe).
+
+    boto3's: every attempt, retries included (botocore's ``before-send`` event
+    fires once per attempt). The CRT's PutObjects: one each (the CRT retries
+    inside, unseen). Read with :meth:`counts`; the backend logs them when it
+    closes (``syncagent -v``), which is how benchmarks count a run's requests.
+    """
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def attach(self, client) -> None:
+        client.meta.events.register("before-send.s3", self._sent)
+
+    def _sent(self, event_name: str = "", **_) -> None:
+        self.add(event_name.rsplit(".", 1)[-1] or "unknown")
+
+    def add(self, operation: str) -> None:
+        with self._lock:
+            self._counts[operation] += 1
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def describe(self) -> str:
+        counts = self.counts()
+        detail = ", ".join(f"{name} {count}" for name, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+        return f"{sum(counts.values())} requests" + (f" ({detail})" if detail else "")

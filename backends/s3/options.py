@@ -40,6 +40,13 @@ class S3Options:
         "is missing, max_attempts is 1, a proxy is set in the environment or no credentials are found)",
     )
     multipart_chunksize: int = option(16 * MIB, "bytes per part of a multipart upload (at least 5 MiB); raised as needed to stay within 10,000 parts when the size is known")
+    server_copy: bool = option(
+        True,
+        "let the store copy objects from a source bucket on the same endpoint reached with the same credentials "
+        "(UploadPartCopy), each copy checked against the bytes syncagent reads and hashes before it is visible; "
+        "off: every byte is read and written back by syncagent",
+    )
+    server_copy_threshold: int = option(4 * MIB, "objects smaller than this are read and written back even when the store could copy them (a server-side copy takes three requests besides the read)")
     listing_md5: bool = option(
         True,
         "take listed ETags as MD5 hints, so that links whose content is known are not read one GET each; "
@@ -59,6 +66,8 @@ class S3Options:
             raise ConfigurationError(f"option multipart_chunksize: must be between 5 MiB and 5 GiB ({MIN_PART_SIZE}..{MAX_PART_SIZE}), got {self.multipart_chunksize}")
         if not 0 <= self.multipart_threshold <= MAX_PART_SIZE:
             raise ConfigurationError(f"option multipart_threshold: must be between 0 and 5 GiB, got {self.multipart_threshold}")
+        if self.server_copy_threshold < 0:
+            raise ConfigurationError(f"option server_copy_threshold: cannot be negative, got {self.server_copy_threshold}")
         if self.endpoint_url and not re.match(r"^https?://", self.endpoint_url):
             raise ConfigurationError(f"option endpoint_url: expected http://HOST[:PORT] or https://..., got {self.endpoint_url!r}")
         if "@" in self.endpoint_url:

@@ -40,6 +40,7 @@ def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     sync.add_argument("source", metavar="SRC", help="source backend URL or path")
     sync.add_argument("dest", metavar="DST", help="destination backend URL or path")
     sync.add_argument("--repo", action="append", default=[], metavar="GLOB", help="only repositories matching GLOB (repeatable)")
+    _add_shard_option(sync)
     sync.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, metavar="N", help=f"parallel transfers (default {DEFAULT_JOBS})")
     sync.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
     sync.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
@@ -88,6 +89,7 @@ def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     )
     verify.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS, metavar="N", help=f"parallel reads (default {DEFAULT_JOBS})")
     verify.add_argument("--repo", action="append", default=[], metavar="GLOB", help="only repositories matching GLOB (repeatable)")
+    _add_shard_option(verify)
     verify.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
     verify.add_argument("--max-requests-per-second", type=_positive_float, metavar="N",
                         help="at most N requests a second to each backend (a gateway shared with other users)")
@@ -102,6 +104,11 @@ def build_parser(argv_command: str | None = "watch") -> argparse.ArgumentParser:
     else:  # a stand-in, so that --help lists it; the real parser loads only for `watch`
         commands.add_parser("watch", help="the sidecar: follow a primary registry within seconds (see docs/sidecar.md)", add_help=False)
     return parser
+
+
+def _add_shard_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shard", type=_shard, metavar="I/N",
+                        help="only the repositories of shard I of N (numbered from 0; a stable hash of each name, docs/scale.md)")
 
 
 def _add_registry_check_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -163,6 +170,15 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+def _shard(text: str):
+    from ..sync.shard import InvalidShard, Shard
+
+    try:
+        return Shard.parse(text)
+    except InvalidShard as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -258,6 +274,10 @@ def _sync(args) -> int:
     if args.prune_blobs and not args.delete:
         print("syncagent: --prune-blobs needs --delete", file=sys.stderr)
         return EXIT_USAGE
+    if args.prune_blobs and args.shard is not None:
+        print("syncagent: --prune-blobs does not go with --shard: only a pass over every repository may decide that "
+              "no repository links a blob any more (run one unsharded sync --delete --prune-blobs for that)", file=sys.stderr)
+        return EXIT_USAGE
     if args.copy_after is not None and args.blobs != "external":
         print("syncagent: --copy-after needs --blobs external", file=sys.stderr)
         return EXIT_USAGE
@@ -276,6 +296,7 @@ def _sync(args) -> int:
         blobs=args.blobs,
         copy_after=args.copy_after,
         external_timeout=args.external_timeout,
+        shard=args.shard,
     )
     report = Report()
     checker = _registry_checker(args)
@@ -340,7 +361,7 @@ def _verify(args) -> int:
     if args.abort_uploads_older_than is not None and not args.repair:
         print("syncagent: --abort-uploads-older-than needs --repair", file=sys.stderr)
         return EXIT_USAGE
-    select = (lambda name: any(fnmatch.fnmatchcase(name, p) for p in args.repo)) if args.repo else None
+    select = _selector(args.repo, args.shard)
     checker = _registry_checker(args)
     target = open_for_run(args.target, max_requests_per_second=args.max_requests_per_second)
     dest = open_for_run(args.against, max_requests_per_second=args.max_requests_per_second) if args.against else None
@@ -443,6 +464,14 @@ def _check_replica_of(source, dest, report: Report, comparison) -> None:
         return
     if too_wide is not None:
         report.add_problem(too_wide)
+
+
+def _selector(patterns: list[str], shard):
+    """Which repositories a verify looks at: None for all; else those ``patterns`` match, of ``shard``."""
+    if not patterns and shard is None:
+        return None
+    return lambda name: ((shard is None or shard.owns(name))
+                         and (not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)))
 
 
 def _upload_age(args) -> float:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:  # PyJWT and cryptography load only when notifications are configured
+    from ..sync.shard import Shard
     from .auth import AuthSettings
 
 ENV_PREFIX = "SYNCAGENT_"
@@ -123,6 +124,15 @@ def parse_list(value: object) -> tuple[str, ...]:
     return tuple(part.strip() for part in str(value).split(",") if part.strip())
 
 
+def parse_shard(value: object) -> "Shard":
+    from ..sync.shard import InvalidShard, Shard
+
+    try:
+        return Shard.parse(str(value))
+    except InvalidShard as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _text(value: object) -> str:
     return str(value)
 
@@ -187,6 +197,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("registry_token_service", _text, "... its token service (the audience)", "SVC"),
     Option("registry_token_key", _text, "... a PEM private key whose certificate is in its rootcertbundle", "PATH"),
     Option("registry_token_cert", _text, "... the PEM certificate of that key", "PATH"),
+    Option("shard", parse_shard, "only the repositories of shard I of N (numbered from 0; e.g. SYNCAGENT_SHARD=2/3 "
+           "for the third of three sidecars; docs/scale.md)", "I/N"),
     Option("repositories", parse_list, "only repositories matching these globs (comma-separated; flag repeatable)", "GLOB", flag=False),
     Option("log_format", parse_choice("text", "json"), "log lines as text or JSON objects (default text)", "FORMAT"),
     Option("log_level", parse_choice("debug", "info", "warning", "error"), "log level (default info)", "LEVEL"),
@@ -222,6 +234,7 @@ class WatchConfig:
     ready_max_reconcile_age: float | None = None
     health_interval: float = 5.0
     repositories: tuple[str, ...] = ()
+    shard: Shard | None = None
     delete: bool = False
     max_delete: float = 0.5
     max_requests_per_second: float | None = None

@@ -151,7 +151,7 @@ class WatchService:
         self.metrics = Metrics()
         self.options = SyncOptions(
             jobs=config.jobs, repositories=config.repositories, delete=config.delete, max_delete_share=config.max_delete,
-            blobs=config.blobs, copy_after=config.copy_after, external_timeout=config.external_timeout,
+            blobs=config.blobs, copy_after=config.copy_after, external_timeout=config.external_timeout, shard=config.shard,
         )
         try:
             self.checker = checker_from_settings(config)
@@ -188,7 +188,7 @@ class WatchService:
         self._unfinished_read = 0.0
         self._history_gaps: set[str] = set()  # repositories whose last pass left history checks undone
         self._unfinished_lock = threading.Lock()
-        self.allowance = DeleteAllowance(DeletePolicy(self.source, self.dest, config.max_delete))
+        self.allowance = DeleteAllowance(DeletePolicy(self.source, self.dest, config.max_delete, scope=self.options.wants))
         self._deferred_deletes: set[str] = set()  # deletes the allowance could not judge yet
         self._granted: set[str] = set()  # repositories gone from the source whose deletes were granted together
         self._deletes_lock = threading.Lock()
@@ -579,7 +579,7 @@ class WatchService:
         with self._unfinished_lock:
             gaps = sorted(self._history_gaps)
         if not gaps and not self.options.dry_run:
-            if delete_records(self.dest, records, self.options.repositories or (EVERYTHING,)):
+            if delete_records(self.dest, records, self.options.repositories or (EVERYTHING,), self.options.shard):
                 self._forget_unfinished()
         elif gaps:
             log.warning("pass records kept: history checks undone in %s", ", ".join(gaps[:5]))

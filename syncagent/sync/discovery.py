@@ -190,37 +190,14 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
     """Tags (with their current digests) and revisions; bad entries are reported and left out.
 
     On stores whose listings carry MD5 hints, one recursive listing each of the
-    tags and of the revisions stands in for reading every link whose content
+    revisions and of the tags stands in for reading every link whose content
     is known: a revision link holds its own digest, and a tag's ``current/link``
-    holds ``expected_tags[tag]`` when its hint says so (pass the other side's
-    tags). Every other link is read.
+    holds one of the repository's revisions -- the one whose link's MD5 its
+    hint is (or ``expected_tags[tag]``: pass the other side's tags). So a
+    repository costs a few listings, not a GET per tag. Every other link is read.
     """
     state = RepositoryState(repository)
     hinted = getattr(backend.capabilities, "listing_md5", False)
-    # A tag listing also lists every history link: worth it only when hints can spare the GETs.
-    if hinted and expected_tags:
-        tags = _tags_listed(backend, repository, on_problem)
-    else:
-        tags = _tags_walked(backend, repository, on_problem)
-    for tag, hint in tags:
-        try:
-            validate_tag(tag)
-        except InvalidPath as exc:
-            on_problem(Problem("invalid-name", str(exc), repository=repository, key=tags_prefix(repository) + tag))
-            continue
-        expected = (expected_tags or {}).get(tag)
-        if expected is not None and _vouches(hint, expected):
-            state.tags[tag] = expected  # the listing vouches for the link's content
-            continue
-        key = key_of(TagCurrentLink(repository, tag))
-        try:
-            state.tags[tag] = read_link(backend, key)
-        except NotFound:
-            on_problem(Problem("missing-link", "tag has no current/link", repository=repository, tag=tag, key=key))
-        except UnreadableLink as exc:
-            on_problem(Problem("invalid-link", str(exc), repository=repository, tag=tag, key=key))
-        except SymlinkRefused as exc:
-            report_symlinks(exc, on_problem, repository=repository, tag=tag)
     if hinted:
         candidates = _revisions_listed(backend, repository, on_problem)
     else:
@@ -244,7 +221,41 @@ def read_repository(backend: Backend, repository: str, on_problem: OnProblem = _
             on_problem(Problem("invalid-link", f"revision link holds {content}", repository=repository, digest=str(digest), key=key))
             continue
         state.revisions.add(digest)
+    revision_hints = _hints_of(state.revisions) if hinted else {}
+    tags = _tags_listed(backend, repository, on_problem) if hinted else _tags_walked(backend, repository, on_problem)
+    for tag, hint in tags:
+        try:
+            validate_tag(tag)
+        except InvalidPath as exc:
+            on_problem(Problem("invalid-name", str(exc), repository=repository, key=tags_prefix(repository) + tag))
+            continue
+        expected = (expected_tags or {}).get(tag)
+        if expected is not None and _vouches(hint, expected):
+            state.tags[tag] = expected  # the listing vouches for the link's content
+            continue
+        vouched = revision_hints.get(hint) if hint is not None else None
+        if vouched is not None:
+            state.tags[tag] = vouched  # the link holds that revision's digest, by its hint
+            continue
+        key = key_of(TagCurrentLink(repository, tag))
+        try:
+            state.tags[tag] = read_link(backend, key)
+        except NotFound:
+            on_problem(Problem("missing-link", "tag has no current/link", repository=repository, tag=tag, key=key))
+        except UnreadableLink as exc:
+            on_problem(Problem("invalid-link", str(exc), repository=repository, tag=tag, key=key))
+        except SymlinkRefused as exc:
+            report_symlinks(exc, on_problem, repository=repository, tag=tag)
     return state
+
+
+def _hints_of(digests: set[Digest]) -> dict[tuple[str, int], Digest]:
+    """The (MD5, size) hint a link holding each digest is listed with -> that digest."""
+    hints = {}
+    for digest in digests:
+        content = format_link(digest)
+        hints[(hashlib.md5(content).hexdigest(), len(content))] = digest
+    return hints
 
 
 def _vouches(hint: tuple[str | None, int] | None, digest: Digest) -> bool:

@@ -36,6 +36,7 @@ from .replication import CANARY_KEY, DEFAULT_TIMEOUT as DEFAULT_EXTERNAL_TIMEOUT
 from .steps import BLOB_STEPS, LinkRevision, PublishTag, RepositoryPlan, plan_lines
 from .replica import MarkerError, mark_if_fresh, read_marker, write_marker
 from .report import Problem, Report
+from .shard import Shard
 from .survey import survey_repository
 from .transfer import BlobCopier, Cancelled
 from .writer import DestinationDeleter, DestinationWriter, PassContext
@@ -68,6 +69,8 @@ class SyncOptions:
     ``blobs``: ``copy``, or ``external`` when the storage's own replication
     brings blob data (replication.py): then blobs are awaited for at most
     ``external_timeout`` seconds, and copied after ``copy_after`` seconds if set.
+    ``shard``: only the repositories of this shard (shard.py), within ``repositories``;
+    refused with ``prune_blobs`` (only a pass that sees every repository may judge a blob unused).
     """
 
     jobs: int = DEFAULT_JOBS
@@ -83,8 +86,15 @@ class SyncOptions:
     blobs: BlobMode = "copy"
     copy_after: float | None = None
     external_timeout: float = DEFAULT_EXTERNAL_TIMEOUT
+    shard: Shard | None = None
+
+    def __post_init__(self) -> None:
+        if self.shard is not None and self.prune_blobs:
+            raise ValueError("--prune-blobs cannot go with --shard: only a pass over every repository may decide a blob is unused")
 
     def wants(self, repository: str) -> bool:
+        if self.shard is not None and not self.shard.owns(repository):
+            return False
         return not self.repositories or any(fnmatch.fnmatchcase(repository, p) for p in self.repositories)
 
 
@@ -123,7 +133,8 @@ class Engine:
         source_repositories: set[str] = set()
         source_listed = completed = False
         try:
-            self.records = PassRecords.load(self.dest, self.options.repositories, dry_run=self.options.dry_run)
+            self.records = PassRecords.load(self.dest, self.options.repositories, dry_run=self.options.dry_run,
+                                            shard=self.options.shard)
             self._dest_has_blobs = self._destination_has_blobs()
             context = self._context(blob_pool)
             schedule = _scheduler(repo_pool)
@@ -385,7 +396,8 @@ class Engine:
 
     @property
     def delete_policy(self) -> DeletePolicy:
-        return DeletePolicy(self.source, self.dest, self.options.max_delete_share, force=self.options.force)
+        return DeletePolicy(self.source, self.dest, self.options.max_delete_share, force=self.options.force,
+                            scope=self.options.wants)
 
     def delete_in_repository(self, repository: str, allowance: DeleteAllowance | None = None) -> str | None:
         """The sidecar's per-repository delete pass (after its sync pass), in reverse dependency order.

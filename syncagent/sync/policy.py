@@ -8,6 +8,10 @@ A delete is refused (nothing is deleted, a ``delete-refused`` problem says why) 
 - unless ``force``: the destination carries no replica marker (replica.py): it was not filled by
   syncagent and may be a primary;
 - unless ``force``: the source holds no repositories while the destination does;
+
+Each check is made within the pass's scope (``scope``: ``--repo`` patterns and ``--shard``): a pass over
+one shard asks whether *its* repositories are gone from the source, and measures its share against the
+tags and revisions of *its* repositories on the destination.
 - unless ``force``: it would remove more than ``max_share`` of the destination's tags and revisions.
 
 ``--max-delete`` has one meaning everywhere: **one delete pass removes at most that share of the tags
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from backends import Backend
 
@@ -38,6 +42,7 @@ class DeletePolicy:
     dest: Backend
     max_share: float
     force: bool = False
+    scope: Callable[[str], bool] | None = None
 
     def pass_refusal(self, source_repositories: set[str] | None, source_listed: bool) -> str | None:
         """Why no delete may happen in this pass (before any plan), or None. ``source_repositories``:
@@ -54,9 +59,18 @@ class DeletePolicy:
                 f"{self.dest.url} carries no syncagent replica marker (.syncagent/replica.json): it was not filled by "
                 "syncagent and may be a primary; check SRC and DST, and pass --force to adopt it"
             )
-        if source_repositories is not None and not source_repositories and next(iter_repositories(self.dest), None) is not None:
-            return f"the source {self.source.url} holds no repositories while the destination does; refusing to empty it"
+        if source_repositories is not None and not any(map(self._in_scope, source_repositories)) \
+                and any(map(self._in_scope, iter_repositories(self.dest))):
+            return (f"the source {self.source.url} holds no repositories{self._scope_text} while the destination does; "
+                    "refusing to empty it")
         return None
+
+    def _in_scope(self, repository: str) -> bool:
+        return self.scope is None or self.scope(repository)
+
+    @property
+    def _scope_text(self) -> str:
+        return "" if self.scope is None else " in this pass's scope"
 
     def share_refusal(self, removing: int, holding: int) -> str | None:
         """Why removing ``removing`` of the ``holding`` tags and revisions is too much, or None."""

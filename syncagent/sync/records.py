@@ -44,6 +44,7 @@ from backends.processes import WriterIdentity
 
 from .discovery import read_small
 from .jsonsafe import loads_bounded
+from .shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,25 @@ _ACTIVE_LOCK = threading.Lock()
 @dataclass(frozen=True)
 class UnfinishedPass:
     """A record found on the destination. ``dead``: as judged when read (for a record of this
-    process, ``local``, judged again when a pass starts). ``renewed``: as read, to see a renewal."""
+    process, ``local``, judged again when a pass starts). ``renewed``: as read, to see a renewal.
+    ``shard``: the pass covered only that shard's repositories among those ``scope`` matches."""
 
     key: str
     scope: tuple[str, ...]
     dead: bool
     renewed: float | None = None
     local: bool = False
+    shard: Shard | None = None
 
     def covers(self, repository: str) -> bool:
+        if self.shard is not None and not self.shard.owns(repository):
+            return False
         return any(fnmatch.fnmatchcase(repository, pattern) for pattern in self.scope)
 
-    def within(self, scope: tuple[str, ...]) -> bool:
-        """Whether a pass over ``scope`` covers every repository of this record's scope."""
+    def within(self, scope: tuple[str, ...], shard: Shard | None = None) -> bool:
+        """Whether a pass over ``scope`` (and ``shard``) covers every repository of this record's scope."""
+        if shard is not None and shard != self.shard:
+            return False
         if EVERYTHING in scope:
             return True
         return all(pattern in scope or (not _is_glob(pattern) and any(fnmatch.fnmatchcase(pattern, p) for p in scope))
@@ -97,17 +104,18 @@ def _parse(key: str, raw: bytes, now: float) -> UnfinishedPass:
             raise ValueError("not an object")
         writer = WriterIdentity.from_dict(content)
         scope, renewed = tuple(content["scope"]), content["renewed"]
+        shard = Shard.parse(content["shard"]) if content.get("shard") is not None else None
         if not (scope and all(isinstance(p, str) and p for p in scope)
                 and isinstance(renewed, (int, float)) and renewed == renewed):
             raise ValueError("unexpected fields")
     except Exception:  # noqa: BLE001 - whatever the bytes are, they are not a live syncagent's record
         return UnfinishedPass(key, (EVERYTHING,), dead=True)
     if writer == WriterIdentity.current():
-        return UnfinishedPass(key, scope, dead=not _running(key), renewed=float(renewed), local=True)
+        return UnfinishedPass(key, scope, dead=not _running(key), renewed=float(renewed), local=True, shard=shard)
     alive = writer.alive()
     if alive is not None:
-        return UnfinishedPass(key, scope, dead=not alive, renewed=float(renewed))
-    return UnfinishedPass(key, scope, dead=now - renewed > STALE_AFTER, renewed=float(renewed))
+        return UnfinishedPass(key, scope, dead=not alive, renewed=float(renewed), shard=shard)
+    return UnfinishedPass(key, scope, dead=now - renewed > STALE_AFTER, renewed=float(renewed), shard=shard)
 
 
 def _read_one(dest: Backend, key: str, now: float) -> UnfinishedPass | None:
@@ -146,12 +154,12 @@ def load_records(dest: Backend) -> list[UnfinishedPass]:
         return [UnfinishedPass("", (EVERYTHING,), dead=False)]
 
 
-def delete_records(dest: Backend, records: list[UnfinishedPass], scope: tuple[str, ...]) -> list[str]:
-    """Delete the dead ``records`` a pass over ``scope`` covered, unless renewed since they were read;
-    the keys deleted. Best effort: one left behind only makes a later pass check again."""
+def delete_records(dest: Backend, records: list[UnfinishedPass], scope: tuple[str, ...], shard: Shard | None = None) -> list[str]:
+    """Delete the dead ``records`` a pass over ``scope`` (and ``shard``) covered, unless renewed since they
+    were read; the keys deleted. Best effort: one left behind only makes a later pass check again."""
     deleted = []
     for record in records:
-        if not (record.key and record.dead and record.within(scope)):
+        if not (record.key and record.dead and record.within(scope, shard)):
             continue
         try:
             now = _read_one(dest, record.key, time.time())
@@ -171,9 +179,11 @@ class PassRecords:
     """This pass's record and the ones it found when it started. Thread-safe: tags are published
     from several threads at once."""
 
-    def __init__(self, dest: Backend, scope: tuple[str, ...], earlier: list[UnfinishedPass], *, dry_run: bool = False) -> None:
+    def __init__(self, dest: Backend, scope: tuple[str, ...], earlier: list[UnfinishedPass], *, dry_run: bool = False,
+                 shard: Shard | None = None) -> None:
         self.dest = dest
         self.scope = scope or (EVERYTHING,)
+        self.shard = shard
         # A record of this process is dead once its pass has ended; judged now, as this pass starts.
         self.earlier = [replace(r, dead=not _running(r.key)) if r.local else r for r in earlier]
         self.dry_run = dry_run
@@ -190,8 +200,8 @@ class PassRecords:
             _ACTIVE.add(self.key)
 
     @classmethod
-    def load(cls, dest: Backend, scope: tuple[str, ...], *, dry_run: bool = False) -> "PassRecords":
-        return cls(dest, scope, load_records(dest), dry_run=dry_run)
+    def load(cls, dest: Backend, scope: tuple[str, ...], *, dry_run: bool = False, shard: Shard | None = None) -> "PassRecords":
+        return cls(dest, scope, load_records(dest), dry_run=dry_run, shard=shard)
 
     def may_lack_history(self, repository: str) -> bool:
         """Whether a pass that did not finish may have left a history link of ``repository`` unwritten."""
@@ -199,7 +209,7 @@ class PassRecords:
 
     def own_record(self) -> UnfinishedPass:
         """This pass's record as others will find it once the pass has ended (for the sidecar's list)."""
-        return UnfinishedPass(self.key, self._recorded_scope(), dead=False, local=True)
+        return UnfinishedPass(self.key, self._recorded_scope(), dead=False, local=True, shard=self.shard)
 
     def before_tag_write(self) -> None:
         """Put this pass's record, once, before its first tag write, and start renewing it (transient
@@ -234,7 +244,7 @@ class PassRecords:
     def _put(self) -> None:
         content = json.dumps({
             "scope": list(self._recorded_scope()), **WriterIdentity.current().as_dict(), "started": self.started,
-            "renewed": time.time(),
+            "renewed": time.time(), **({"shard": str(self.shard)} if self.shard is not None else {}),
         }).encode()
         self.dest.put(self.key, io.BytesIO(content), size=len(content))
 
@@ -265,7 +275,7 @@ class PassRecords:
                 except BackendError as exc:
                     log.warning("cannot delete the pass record %s: %s", self.key, exc)
             if checked_all or kept:
-                self.deleted = delete_records(self.dest, self.earlier, self.scope)
+                self.deleted = delete_records(self.dest, self.earlier, self.scope, self.shard)
         finally:
             with _ACTIVE_LOCK:
                 _ACTIVE.discard(self.key)

@@ -8,18 +8,20 @@ each request with a future of :class:`BlobOutcome`.
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from backends import Backend, BackendError, NotFound, SymlinkRefused, TransientError
+from backends import Backend, BackendError, CopyUnverifiable, NotFound, SymlinkRefused, TransientError, server_copy_of
 
 from .layout import BlobData, Digest, DigestSet, key_of
 from .report import Problem, Report
 
 RETRY_DELAYS = (0.2, 1.0, 3.0)
+log = logging.getLogger(__name__)
 
 
 class Cancelled(Exception):
@@ -127,6 +129,7 @@ class BlobCopier:
         self.dest_has_blobs = dest_has_blobs
         self._futures: dict[Digest, Future] = {}  # copies in flight, and failed ones
         self._lock = threading.Lock()
+        self._server_copy = server_copy_of(dest)  # None once the store cannot vouch for its copies
 
     def ensure(self, digest: Digest, content: bytes | None = None, *, fresh: bool = False) -> Future:
         """A future of the blob's :class:`BlobOutcome`; the copy starts at most once per pass.
@@ -211,7 +214,11 @@ class BlobCopier:
                     raise DigestMismatch(f"content hashes to {digest.algorithm}:{reader.hexdigest()}")
 
             try:
-                written = self.dest.put(key, reader, size=size, before_commit=check_digest)
+                written = self._write(key, reader, size, check_digest, content is None)
+            except CopyUnverifiable as exc:
+                log.warning("server-side copies stop for this pass: %s", exc)
+                self._server_copy = None
+                return self._copy(digest, key, content)  # once more, streamed
             except DigestMismatch as exc:
                 return self._failed(digest, key, "digest-mismatch", f"source blob is corrupt: {exc}")
             except TransientError:
@@ -222,6 +229,16 @@ class BlobCopier:
         self.report.count("blobs_copied")
         self.report.count("bytes_copied", written.size)
         return BlobOutcome(True, copied=True, size=written.size)
+
+    def _write(self, key: str, reader: "HashingReader", size: int, check_digest, stored: bool):
+        """A server-side copy when the destination can make one from the source (the same S3 service,
+        docs/design.md: checked against the bytes ``reader`` hashes before it is visible), else a put."""
+        copier = self._server_copy
+        if stored and copier is not None and copier.can_copy_from(self.source, size):
+            written = copier.copy_from(self.source, key, reader, size=size, before_commit=check_digest)
+            self.report.count("blobs_copied_server_side")
+            return written
+        return self.dest.put(key, reader, size=size, before_commit=check_digest)
 
     def _source_size(self, key: str) -> int:
         return self.source.stat(key).size

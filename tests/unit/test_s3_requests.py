@@ -48,6 +48,21 @@ def test_max_attempts_is_the_number_of_requests_sent(attempts):
     assert proxy.control.requests["head"] == attempts
 
 
+def test_the_backend_counts_every_request_it_sends_retries_included():
+    """The count benchmarks read from ``syncagent -v`` (the backend logs it when it closes)."""
+    with S3FaultProxy("http://127.0.0.1:9") as proxy:
+        proxy.control.set_rate("slowdown", 1.0)
+        backend = backend_through(proxy, 3)
+        with pytest.raises(TransientError):
+            backend.stat("key")
+        with pytest.raises(TransientError):
+            list(backend.iter_objects(""))
+        backend.close()
+    assert backend.requests.counts() == {"HeadObject": 3, "ListObjectsV2": 3}
+    assert proxy.control.requests["head"] == 3
+    assert backend.requests.describe() == "6 requests (HeadObject 3, ListObjectsV2 3)"
+
+
 class NoSuchKey(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
