@@ -14,9 +14,12 @@ from .base import (
     IncompleteUpload,
     Leftovers,
     ObjectInfo,
+    StagedObject,
+    StagedPuts,
     check_key,
     check_prefix,
     leftovers_of,
+    staged_puts_of,
 )
 from .errors import (
     BackendError,
@@ -40,6 +43,9 @@ __all__ = [
     "Leftovers",
     "ObjectInfo",
     "leftovers_of",
+    "StagedObject",
+    "StagedPuts",
+    "staged_puts_of",
     "check_key",
     "check_prefix",
     "BackendError",
