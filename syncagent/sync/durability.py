@@ -1,29 +1,28 @@
 """Durable writes in batches: many puts share one barrier instead of each paying for its own fsyncs.
 
 On a destination with the :class:`~backends.base.StagedPuts` ability (the
-filesystem with fsync on), a :class:`GroupCommit` makes each write in four
-moves, on one thread that serves every write of the pass::
+filesystem with fsync on), a :class:`GroupCommit` makes each write in three
+moves, the last two on one thread that serves every write of the pass::
 
     stage     the bytes, under a staging name, checked (on the caller's thread)
-    barrier   syncfs: the staged bytes are durable
-    publish   rename to the key: visible, not yet durable
-    barrier   the name is durable
+    barrier   syncfs: the staged bytes are durable, and every name published before
+    publish   rename to the key: visible, durable at the next barrier
     -> the write's future resolves
 
 One barrier serves every write waiting at that point: while one ``syncfs``
-runs, the next batch gathers, and the barrier after a batch's publish is the
-barrier before the next batch's. A step of the plan whose writes went this
-way ends when their futures resolve (execute.py runs it asynchronously), and
-only then may the steps that need it run.
+runs, the next batch gathers. A step of the plan whose writes went this way
+ends when their futures resolve (execute.py runs it asynchronously), and only
+then may the steps that need it run. :meth:`GroupCommit.close` puts a last
+barrier after the last publish, so a pass ends with everything durable.
 
-Why no link can become durable before the data it names (docs/design.md,
-"Durability in batches"): a link is staged only by a step that needs the
-steps writing what it names, and those steps end only after the barrier that
-followed their publish; the link's own publish waits for another barrier. So
-between the last write of a blob's data and the first rename that names it
-there are at least two barriers, and a name never becomes durable before the
-bytes it holds (a crash leaves either the old state or whole, verified
-objects; never an empty file under a final name).
+Why no name can become durable before what it needs (docs/design.md,
+"Durability in batches"): if X needs Y (a link needs the blob it names, a
+revision link its layer links, a tag its revision link), X is staged only
+after Y's step ended, so after Y was published; X is published only after a
+barrier that began after X was staged. That barrier made Y's name durable,
+and Y's bytes were durable before Y had a name. So after a crash at any
+instant, every name on disk holds its whole, verified bytes, and whatever it
+names is there too.
 """
 
 from __future__ import annotations
@@ -44,9 +43,11 @@ class GroupCommit:
     """Writes through a :class:`StagedPuts` destination, made durable in shared barriers.
 
     :meth:`put` stages on the calling thread (raising as ``Backend.put`` does) and returns a future
-    of the object's :class:`ObjectInfo`, resolved once the object is durable under its key (or
-    failed with the BackendError of its publish or barrier). Futures resolve on the commit thread:
-    their callbacks must not block. :meth:`close` finishes every write already staged.
+    of the object's :class:`ObjectInfo`, resolved once it is published under its key after a barrier
+    made its bytes durable (or failed with the BackendError of that barrier or of the publish).
+    Anything staged after that is published after another barrier, which makes this name durable
+    first. Futures resolve on the commit thread: their callbacks must not block. :meth:`close`
+    finishes every write already staged and makes it durable.
     """
 
     def __init__(self, dest: StagedPuts, retry: RetryPolicy = NO_RETRY, *, gather: float = 0.0,
@@ -66,6 +67,7 @@ class GroupCommit:
         self._stopped = False
         self.barriers = 0
         self._last_barrier = 0.0
+        self._failure: BackendError | None = None  # the last barrier's, raised by close()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
@@ -95,48 +97,60 @@ class GroupCommit:
         return self._retry.call(attempt, what=f"put {key}")
 
     def close(self) -> None:
-        """Publish and make durable every write staged so far, then stop the commit thread."""
+        """Publish every write staged so far, make everything durable, and stop the commit thread.
+
+        Raises BackendError when the last barrier fails: the writes published since the one before
+        may not be durable."""
         with self._lock:
             self._closing = True
             self._wake.notify()
         self._thread.join()
+        if self._failure is not None:
+            raise self._failure
 
     def _run(self) -> None:
-        published: list[tuple[ObjectInfo, Future]] = []
+        unsynced = False  # names published since the last barrier
         while True:
             with self._lock:
-                while not self._staged and not published and not self._closing:
+                while not self._staged and not self._closing:
                     self._wake.wait()
                 if self._gather:
                     self._wake.wait_for(lambda: self._closing or len(self._staged) >= self._batch,
                                         timeout=self._last_barrier + self._gather - time.monotonic())
-                self._last_barrier = time.monotonic()
-                if not self._staged and not published:
+                batch, self._staged = self._staged, []
+                last = not batch  # closing, nothing staged
+                if last and not unsynced:
                     self._stopped = True
                     return
-                batch, self._staged = self._staged, []
-            try:
-                self._dest.barrier()
-                self.barriers += 1
-            except Exception as exc:  # noqa: BLE001 - every waiting write fails with it; the thread goes on
-                log.error("a barrier failed: %s", exc)
-                if not isinstance(exc, BackendError):
-                    exc = BackendError(f"the destination's barrier failed: {exc!r}")
+                self._last_barrier = time.monotonic()
+            failure = self._barrier()
+            if last:
+                with self._lock:
+                    self._stopped = True
+                self._failure = failure
+                return
+            if failure is not None:
                 for staged, future in batch:
                     self._dest.discard(staged)
-                    future.set_exception(exc)
-                for _, future in published:
-                    future.set_exception(exc)
-                published = []
+                    future.set_exception(failure)
                 continue
-            for info, future in published:  # callbacks may stage more: the lock is not held here
-                future.set_result(info)
-            published = []
-            for staged, future in batch:
+            unsynced = bool(batch)
+            for staged, future in batch:  # callbacks may stage more: the lock is not held here
                 try:
-                    published.append((self._dest.publish(staged), future))
+                    info = self._dest.publish(staged)
                 except Exception as exc:  # noqa: BLE001 - the write's failure, handed to its future
                     future.set_exception(exc)
+                else:
+                    future.set_result(info)
+
+    def _barrier(self) -> BackendError | None:
+        try:
+            self._dest.barrier()
+        except Exception as exc:  # noqa: BLE001 - what waits for it fails with it; the thread goes on
+            log.error("a barrier failed: %s", exc)
+            return exc if isinstance(exc, BackendError) else BackendError(f"the destination's barrier failed: {exc!r}")
+        self.barriers += 1
+        return None
 
 
 def all_of(futures: Sequence[Future]) -> Future:

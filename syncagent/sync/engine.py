@@ -291,8 +291,12 @@ class Engine:
     def _close_commits(self) -> None:
         """Every write staged is published and durable when this returns."""
         commits, self._commits = self._commits, None
-        if commits is not None:
+        if commits is None:
+            return
+        try:
             commits.close()
+        except BackendError as exc:
+            self.report.add_problem(Problem("write-failed", f"the pass's last writes may not be durable: {exc}", key=exc.key))
 
     def _close_waiter(self) -> None:
         waiter, self._waiter = self._waiter, None

@@ -180,7 +180,7 @@ class Recorder(MemoryBackend):
         self.calls.append("barrier")
 
 
-def test_group_commit_publishes_after_a_barrier_and_resolves_after_the_next():
+def test_group_commit_publishes_after_a_barrier_and_ends_with_one():
     dest = Recorder()
     dest.release.clear()  # hold the first barrier, so that both writes gather behind it
     commits = GroupCommit(dest)
@@ -189,10 +189,22 @@ def test_group_commit_publishes_after_a_barrier_and_resolves_after_the_next():
     dest.release.set()
     all_of([first, second]).result(timeout=5)
     assert first.result().key == "a" and second.result().key == "b"
-    calls = dest.calls
-    assert calls.index("publish a") > calls.index("barrier") and calls.index("publish b") > calls.index("barrier")
-    assert calls.count("barrier") >= 2 and calls[-1] == "barrier"
+    assert dest.calls == ["stage a", "stage b", "barrier", "publish a", "publish b"]
     commits.close()
+    assert dest.calls[-1] == "barrier"  # the pass ends with its names durable
+
+
+def test_a_last_barrier_that_fails_is_raised_by_close():
+    class LastBarrierFails(Recorder):
+        def barrier(self):
+            if "publish k" in self.calls:
+                raise BackendError("syncfs: Input/output error")
+            super().barrier()
+
+    commits = GroupCommit(LastBarrierFails())
+    assert commits.put("k", io.BytesIO(b"1")).result(timeout=5).key == "k"
+    with pytest.raises(BackendError, match="Input/output"):
+        commits.close()
 
 
 def test_close_finishes_what_was_staged_and_refuses_more():
