@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import Future
 from typing import BinaryIO, Sequence
 
@@ -50,23 +49,16 @@ class GroupCommit:
     finishes every write already staged and makes it durable.
     """
 
-    def __init__(self, dest: StagedPuts, retry: RetryPolicy = NO_RETRY, *, gather: float = 0.0,
-                 batch: int = 1024) -> None:
-        """``retry``: how a stage that fails transiently is retried (when its data can be rewound).
-        ``gather``: the least time between the starts of two barriers, unless ``batch`` writes are
-        waiting (0: a barrier as soon as one is waiting); longer means fewer, larger batches, and
-        each write waits longer."""
+    def __init__(self, dest: StagedPuts, retry: RetryPolicy = NO_RETRY) -> None:
+        """``retry``: how a stage that fails transiently is retried (when its data can be rewound)."""
         self._dest = dest
         self._retry = retry
-        self._gather = gather
-        self._batch = batch
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._staged: list[tuple[StagedObject, Future]] = []
         self._closing = False
         self._stopped = False
         self.barriers = 0
-        self._last_barrier = 0.0
         self._failure: BackendError | None = None  # the last barrier's, raised by close()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
@@ -114,15 +106,11 @@ class GroupCommit:
             with self._lock:
                 while not self._staged and not self._closing:
                     self._wake.wait()
-                if self._gather:
-                    self._wake.wait_for(lambda: self._closing or len(self._staged) >= self._batch,
-                                        timeout=self._last_barrier + self._gather - time.monotonic())
                 batch, self._staged = self._staged, []
                 last = not batch  # closing, nothing staged
                 if last and not unsynced:
                     self._stopped = True
                     return
-                self._last_barrier = time.monotonic()
             failure = self._barrier()
             if last:
                 with self._lock:

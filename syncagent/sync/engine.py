@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_JOBS = 8
 INLINE_COPY_LIMIT = 1 << 20  # between local stores, blobs up to this size are copied on the executor's thread
-BARRIER_GATHER = 0.05  # a whole pass makes writes durable in batches at most this often (durability.py)
 
 
 DEFAULT_MAX_DELETE_SHARE = 0.5
@@ -129,7 +128,7 @@ class Engine:
         try:
             self.records = PassRecords.load(self.dest, self.options.repositories, dry_run=self.options.dry_run)
             self._dest_has_blobs = self._destination_has_blobs()
-            context = self._context(blob_pool, gather=BARRIER_GATHER)
+            context = self._context(blob_pool)
             schedule = _scheduler(repo_pool)
             try:
                 listing = iter_repositories(self.source, self.report.add_problem)
@@ -255,9 +254,7 @@ class Engine:
             elif isinstance(step, PublishTag):
                 self.report.count("tags_up_to_date" if step.recheck else "tags_published")
 
-    def _context(self, blob_pool: ThreadPoolExecutor, *, gather: float = 0.0) -> PassContext:
-        """``gather``: see GroupCommit (a whole pass gathers writes; the sidecar's pass over one
-        repository, which waits for each, does not)."""
+    def _context(self, blob_pool: ThreadPoolExecutor) -> PassContext:
         waiter = None
         if self.options.blobs == "external" and not self.options.dry_run:
             waiter = BlobWaiter(self.source, self.dest, timeout=self.options.external_timeout,
@@ -265,7 +262,7 @@ class Engine:
                                 observer=self._on_wait)
         self._waiter = waiter
         staged = staged_puts_of(self.dest) if not self.options.dry_run else None
-        self._commits = GroupCommit(staged, self.options.retry, gather=gather) if staged is not None else None
+        self._commits = GroupCommit(staged, self.options.retry) if staged is not None else None
         return PassContext(self.source, self.dest, self.report, self.cancelled, self._copier(blob_pool),
                            settings=self.settings, records=self.records, confirmed_blobs=self._confirmed_blobs,
                            waiter=waiter, history_unchecked=self._history_unchecked, commits=self._commits)

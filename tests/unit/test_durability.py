@@ -209,7 +209,7 @@ def test_a_last_barrier_that_fails_is_raised_by_close():
 
 def test_close_finishes_what_was_staged_and_refuses_more():
     dest = Recorder()
-    commits = GroupCommit(dest, gather=10.0)  # would wait long for a batch: close must not
+    commits = GroupCommit(dest)
     future = commits.put("k", io.BytesIO(b"1"))
     commits.close()
     assert future.done() and future.result().key == "k"
