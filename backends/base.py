@@ -24,7 +24,7 @@ InvalidKey, so such an object is never read, written or deleted.
 
 Optional abilities are declared in :class:`Capabilities` and reached through
 a function that checks the declaration once (:func:`leftovers_of`,
-:func:`server_copy_of`).
+:func:`server_copy_of`, :func:`staged_puts_of`).
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ class Capabilities:
     ``server_copy``: the backend implements :class:`ServerCopy` (the store copies
     an object from another backend on the same service, its bytes never passing
     through this process); reach it through :func:`server_copy_of`.
+    ``staged_puts``: the backend implements :class:`StagedPuts` (a put in two
+    halves, made durable by barriers that many puts share); reach it through
+    :func:`staged_puts_of`.
     """
 
     empty_prefixes: bool = False
@@ -102,6 +105,7 @@ class Capabilities:
     incomplete_uploads: bool = False
     local_root: str | None = None
     server_copy: bool = False
+    staged_puts: bool = False
 
 
 @runtime_checkable
@@ -235,6 +239,61 @@ class ServerCopy(Protocol):
 def server_copy_of(backend: "Backend") -> ServerCopy | None:
     """The backend's :class:`ServerCopy` ability, or None when it declares none."""
     if backend.capabilities.server_copy and isinstance(backend, ServerCopy):
+        return backend
+    return None
+
+
+@dataclass(frozen=True)
+class StagedObject:
+    """An object a :class:`StagedPuts` backend holds written but not yet under its key.
+
+    ``key``: where :meth:`StagedPuts.publish` will put it; ``size``: its bytes;
+    ``handle``: the backend's own reference to the written bytes (opaque to callers).
+    """
+
+    key: str
+    size: int
+    handle: object = None
+
+
+@runtime_checkable
+class StagedPuts(Protocol):
+    """Optional: a put in two halves, made durable by barriers that many puts share
+    (declared by ``Capabilities.staged_puts``).
+
+    ``put`` makes each object durable on its own (the filesystem: two fsyncs).
+    Here nothing is durable until a barrier: ``stage`` stores the bytes where
+    no reader sees them, ``publish`` gives them their key (atomically, as
+    ``put`` would), ``barrier`` makes everything staged and published before it
+    durable. A caller that needs an object to be durable before anything that
+    names it must order the calls itself: stage, barrier, publish, barrier, and
+    only then write what names it (syncagent/sync/durability.py does).
+    """
+
+    def stage(self, key: str, data: BinaryIO, *, size: int | None = None,
+              before_commit: BeforeCommit | None = None) -> StagedObject:
+        """Store ``data`` (read to EOF) for ``key`` where no reader sees it; not durable yet.
+
+        ``before_commit`` is called once every byte has been stored; if it raises,
+        nothing is left behind and its exception propagates unchanged. Raises
+        as ``put`` does.
+        """
+
+    def publish(self, staged: StagedObject) -> ObjectInfo:
+        """Give a staged object its key, atomically, replacing any old object; durable after the next
+        barrier. On error the staged object is discarded. Raises InvalidKey, PermissionDenied,
+        TransientError, BackendError."""
+
+    def discard(self, staged: StagedObject) -> None:
+        """Forget a staged object that will not be published (nothing is left behind)."""
+
+    def barrier(self) -> None:
+        """Return once everything staged and published before the call is durable. Raises BackendError."""
+
+
+def staged_puts_of(backend: "Backend") -> StagedPuts | None:
+    """The backend's :class:`StagedPuts` ability, or None when it declares none."""
+    if backend.capabilities.staged_puts and isinstance(backend, StagedPuts):
         return backend
     return None
 

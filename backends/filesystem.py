@@ -10,6 +10,12 @@ reader lists (rather than beside the object) keeps temporary names out of every
 listing: a registry lists ``_manifests/tags/`` without filtering names.
 Deletes remove the directories they leave empty.
 
+Staged puts (:class:`~backends.base.StagedPuts`, with ``fsync`` on and
+``syncfs(2)`` available): the same two halves without their fsyncs --
+``stage`` writes and checks the staging file, ``publish`` renames it into
+place -- and ``barrier`` is one ``syncfs`` of the root's filesystem, which
+makes every earlier stage and publish durable at once.
+
 Symbolic links below the root are never followed, by any operation: a
 registry's own storage holds none, and one that points outside the root would
 make this backend read, publish, write or delete what lies outside. Paths are
@@ -35,6 +41,7 @@ gone) and keeps every other: a live writer's file is never removed.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import itertools
@@ -47,7 +54,7 @@ import weakref
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .base import BaseBackend, BeforeCommit, Capabilities, Entry, ObjectInfo, check_key, check_prefix
+from .base import BaseBackend, BeforeCommit, Capabilities, Entry, ObjectInfo, StagedObject, check_key, check_prefix
 from .errors import BackendError, ConfigurationError, InvalidKey, NotFound, PermissionDenied, SymlinkRefused, TransientError
 from .nofollow import DIRECTORY_HANDLE, open_beneath
 from .options import option, parse_options
@@ -57,6 +64,7 @@ STAGING_NAME = ".syncagent-tmp"
 _COPY_BUFFER = 1 << 20
 _PUT_ATTEMPTS = 8
 _REFUSED_NAMED = 1000  # links a listing names at most (it counts them all)
+_KNOWN_DIRS = 16384  # directories remembered to exist (a hint), forgotten all at once beyond that
 _O_PATH = getattr(os, "O_PATH", 0)
 _STAT_HANDLE = (_O_PATH or os.O_RDONLY | os.O_NONBLOCK) | os.O_NOFOLLOW
 _READ = os.O_RDONLY | os.O_NONBLOCK  # a FIFO planted in the tree must not block a reader
@@ -67,6 +75,34 @@ class FilesystemOptions:
     fsync: bool = option(True, "fsync each object and its directory before it counts as written")
     staging: str = option(STAGING_NAME, "staging directory for temporary files, relative to the root or absolute; must be on the same filesystem")
 
+
+@dataclasses.dataclass(frozen=True)
+class _Staging:
+    """Where a staged object's bytes are: ``path`` in the staging ``directory`` (a descriptor), for key
+    path ``relative``. ``path`` is ``<work>.part``, or ``<work>/<name>`` when the file was made in a
+    staging directory of its own, ``work``, meant to become its parent directory."""
+
+    relative: str
+    directory: int
+    path: str
+    work: str
+
+    @property
+    def part(self) -> str:
+        return f"{self.work}.part"
+
+
+def _load_syncfs():
+    try:
+        call = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int]
+    call.restype = ctypes.c_int
+    return call
+
+
+_syncfs = _load_syncfs()
 
 _writer_name: str | None = None
 
@@ -102,13 +138,16 @@ class FilesystemBackend(BaseBackend):
         else:
             self._staging_at = (self._real_root, relative)
         self._staging_fd: int | None = None
+        self._root_fd: int | None = None  # the root opened for syncfs (barrier)
+        self._known_dirs: set[str] = set()  # relative paths of directories seen to exist: a hint only
         self._staging_lock = threading.Lock()
         self._open_fds: list[int] = []  # staging directories opened, closed with the backend
         weakref.finalize(self, _close_all, self._open_fds)
         self._token = secrets.token_hex(6)
         self._names = itertools.count()
         self.url = f"file://{self.root}"
-        self.capabilities = Capabilities(empty_prefixes=True, default_concurrency=8, local=True, local_root=self._root)
+        self.capabilities = Capabilities(empty_prefixes=True, default_concurrency=8, local=True, local_root=self._root,
+                                         staged_puts=options.fsync and _syncfs is not None)
         if self.root.exists() and not self.root.is_dir():
             raise ConfigurationError(f"{self.root} is not a directory")
 
@@ -227,37 +266,94 @@ class FilesystemBackend(BaseBackend):
     # -- puts ------------------------------------------------------------------------------
 
     def put(self, key: str, data: BinaryIO, *, size: int | None = None, before_commit: BeforeCommit | None = None) -> ObjectInfo:
+        staged = self._stage(key, data, before_commit, fsync=self.options.fsync)
+        return self._publish(staged, fsync=self.options.fsync)
+
+    def stage(self, key: str, data: BinaryIO, *, size: int | None = None,
+              before_commit: BeforeCommit | None = None) -> StagedObject:
+        """The bytes in a staging file, not fsynced (see :class:`~backends.base.StagedPuts`)."""
+        return self._stage(key, data, before_commit, fsync=False)
+
+    def publish(self, staged: StagedObject) -> ObjectInfo:
+        """The staging file renamed to its key (with the directories it needs), no directory fsynced."""
+        return self._publish(staged, fsync=False)
+
+    def discard(self, staged: StagedObject) -> None:
+        handle: _Staging = staged.handle  # type: ignore[assignment]
+        for name in (handle.work, f"{handle.work}.d", handle.part):
+            _remove_entry(handle.directory, name)
+
+    def barrier(self) -> None:
+        """``syncfs(2)`` on the root's filesystem: every file and directory written there before the call is
+        durable when it returns (the staging directory is on the same filesystem, checked when it is opened)."""
+        fd = self._barrier_fd()
+        if _syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise BackendError(f"{self.root}: syncfs failed: {os.strerror(code)}", key="")
+
+    def _barrier_fd(self) -> int:
+        fd = self._root_fd
+        if fd is None:
+            with self._staging_lock:
+                if self._root_fd is None:
+                    self._root_fd = os.open(self._real_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    self._open_fds.append(self._root_fd)
+                fd = self._root_fd
+        return fd
+
+    def _stage(self, key: str, data: BinaryIO, before_commit: BeforeCommit | None, *, fsync: bool) -> StagedObject:
+        """The bytes in a new staging file, checked. When the key's directory is not known to exist, the
+        file is made inside a new staging directory that stands for it (``work``), so that publishing it
+        is likely one rename; else it is a plain file (``part``)."""
         relative = self._relative(key)
+        parent, _, name = relative.rpartition("/")
         work = f"{_writer()}.{self._token}.{next(self._names)}"  # unique: no other writer uses this name
-        part = f"{work}.part"
-        staging = None
+        in_work = bool(parent) and parent not in self._known_dirs
+        handle = _Staging(relative, -1, f"{work}/{name}" if in_work else f"{work}.part", work)
         try:
             with self._translating(key):
-                staging, fd = self._create(part)
-            written = self._write_file(fd, data, key)
+                staging, fd = self._create(handle.path, work if in_work else None)
+            handle = dataclasses.replace(handle, directory=staging)
+            written = self._write_file(fd, data, key, fsync=fsync)
             if before_commit is not None:
                 before_commit()
-            with self._translating(key):
-                self._move_into_place(staging, part, relative, work)
         except BaseException:
-            if staging is not None:  # only what this put created: the names are its own
-                _remove_entry(staging, work)
-                _remove_entry(staging, part)
+            if handle.directory >= 0:  # only what this put created: the names are its own
+                _remove_entry(handle.directory, work if in_work else handle.path)
             raise
-        return ObjectInfo(key, written)
+        return StagedObject(key, written, handle)
 
-    def _create(self, part: str) -> tuple[int, int]:
-        """The staging directory and the temporary file created in it (a staging directory
-        removed meanwhile is made again)."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    def _publish(self, staged: StagedObject, *, fsync: bool) -> ObjectInfo:
+        handle: _Staging = staged.handle  # type: ignore[assignment]
+        try:
+            with self._translating(staged.key):
+                self._move_into_place(handle, fsync=fsync)
+        except BaseException:
+            self.discard(staged)
+            raise
+        return ObjectInfo(staged.key, staged.size)
+
+    def _create(self, path: str, directory: str | None) -> tuple[int, int]:
+        """The staging directory, and the temporary file ``path`` created in it (in a new directory
+        ``directory`` when given); a staging directory removed meanwhile is made again."""
         staging = self._prepare_staging()
         try:
-            return staging, os.open(part, flags, 0o666, dir_fd=staging)
+            return staging, self._create_in(staging, path, directory)
         except FileNotFoundError:
             staging = self._prepare_staging(stale=staging)
-            return staging, os.open(part, flags, 0o666, dir_fd=staging)
+            return staging, self._create_in(staging, path, directory)
 
-    def _write_file(self, fd: int, data: BinaryIO, key: str) -> int:
+    def _create_in(self, staging: int, path: str, directory: str | None) -> int:
+        if directory is not None:
+            os.mkdir(directory, dir_fd=staging)
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=staging)
+        except BaseException:
+            if directory is not None:
+                _remove_entry(staging, directory)
+            raise
+
+    def _write_file(self, fd: int, data: BinaryIO, key: str, *, fsync: bool) -> int:
         """Copy ``data`` to ``fd`` and close it; errors of the caller's stream propagate untranslated."""
         written = 0
         try:
@@ -267,67 +363,107 @@ class FilesystemBackend(BaseBackend):
                     with self._translating(key):
                         view = view[os.write(fd, view):]
                 written += len(chunk)
-            if self.options.fsync:
+            if fsync:
                 with self._translating(key):
                     os.fsync(fd)
         finally:
             os.close(fd)
         return written
 
-    def _move_into_place(self, staging: int, part: str, relative: str, work: str) -> None:
-        """Rename the finished file to ``relative``, bringing missing directories with it.
+    def _move_into_place(self, handle: _Staging, *, fsync: bool) -> None:
+        """Rename the staged file to its key, bringing missing directories with it.
 
-        The common case is one rename into the parent directory, opened without
-        following links; otherwise the topmost missing directory is built in
-        the staging directory around the file and renamed into place in one step.
+        Either one rename into the parent directory, opened without following
+        links, or, when the parent is missing, the file's staging directory
+        (``work``, made now if the file was staged outside one) renamed into
+        place as the parent, inside any further missing directories built
+        around it in staging: one step, so a new directory is never visible
+        empty. ``fsync``: the directory that changed is fsynced after the rename.
         """
-        parent, _, name = relative.rpartition("/")
-        directory_flags = (os.O_RDONLY | os.O_DIRECTORY) if self.options.fsync else DIRECTORY_HANDLE
+        staging, work = handle.directory, handle.work
+        parent, _, name = handle.relative.rpartition("/")
+        flags = (os.O_RDONLY | os.O_DIRECTORY) if fsync else DIRECTORY_HANDLE
+        in_work = handle.path != handle.part
+        try_parent = not in_work  # a file staged in its own directory was thought to need a new parent
         for _ in range(_PUT_ATTEMPTS):
-            try:
-                parent_fd = self._open(parent, directory_flags)
-            except FileNotFoundError:
-                parent_fd = None
-            except NotADirectoryError as exc:
-                raise self._in_the_way(parent) from exc
-            if parent_fd is not None:
-                try:
-                    os.rename(part, name, src_dir_fd=staging, dst_dir_fd=parent_fd)
-                    self._sync_dir(parent_fd)
-                    return
-                except FileNotFoundError:
-                    continue  # the directory was removed meanwhile (a concurrent delete): start over
-                except IsADirectoryError as exc:
-                    raise BackendError(f"{relative}: a directory is in the way", key=relative) from exc
-                finally:
-                    os.close(parent_fd)
-            ancestor_fd, missing, below = self._deepest_existing(parent)
-            try:
-                inner = work
-                os.mkdir(inner, dir_fd=staging)
-                for component in below:
+            if try_parent and self._rename_into_parent(staging, handle.path, parent, name, flags, fsync):
+                if in_work:
+                    os.rmdir(work, dir_fd=staging)
+                return
+            try_parent = True
+            if not in_work:
+                os.mkdir(work, dir_fd=staging)
+                os.rename(handle.path, f"{work}/{name}", src_dir_fd=staging, dst_dir_fd=staging)
+                handle, in_work = dataclasses.replace(handle, path=f"{work}/{name}"), True
+            if self._build_into_place(staging, work, parent, flags, fsync):
+                self._remember(parent)
+                return
+        raise TransientError(f"{handle.relative}: directories kept changing under a concurrent writer", key=handle.relative)
+
+    def _rename_into_parent(self, staging: int, path: str, parent: str, name: str, flags: int, fsync: bool) -> bool:
+        """Rename staging ``path`` to ``parent/name``; False when ``parent`` does not exist (now)."""
+        try:
+            parent_fd = self._open(parent, flags)
+        except FileNotFoundError:
+            self._known_dirs.discard(parent)
+            return False
+        except NotADirectoryError as exc:
+            raise self._in_the_way(parent) from exc
+        try:
+            os.rename(path, name, src_dir_fd=staging, dst_dir_fd=parent_fd)
+            if fsync:
+                os.fsync(parent_fd)
+        except FileNotFoundError:
+            self._known_dirs.discard(parent)
+            return False  # the directory was removed meanwhile (a concurrent delete): start over
+        except IsADirectoryError as exc:
+            raise BackendError(f"{parent}/{name}: a directory is in the way", key=f"{parent}/{name}") from exc
+        finally:
+            os.close(parent_fd)
+        self._remember(parent)
+        return True
+
+    def _build_into_place(self, staging: int, work: str, parent: str, flags: int, fsync: bool) -> bool:
+        """Rename staging directory ``work`` to ``parent``, inside the missing directories above it, built
+        around it in staging; False when a concurrent writer made one of them meanwhile (the file
+        is left in ``work``)."""
+        ancestor_fd, missing, below = self._deepest_existing(parent, flags)
+        try:
+            top = inner = work
+            if below:
+                top = inner = f"{work}.d"
+                os.mkdir(top, dir_fd=staging)
+                for component in below[:-1]:
                     inner = f"{inner}/{component}"
                     os.mkdir(inner, dir_fd=staging)
-                os.rename(part, f"{inner}/{name}", src_dir_fd=staging, dst_dir_fd=staging)
-                try:
-                    os.rename(work, missing, src_dir_fd=staging, dst_dir_fd=ancestor_fd)
-                except OSError as exc:
-                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOENT, errno.ENOTDIR):
-                        raise
-                    os.rename(f"{inner}/{name}", part, src_dir_fd=staging, dst_dir_fd=staging)  # someone else created it: retry
-                    shutil.rmtree(work, ignore_errors=True, dir_fd=staging)
-                    continue
-                self._sync_dir(ancestor_fd)
-                return
-            finally:
-                os.close(ancestor_fd)
-        raise TransientError(f"{relative}: directories kept changing under a concurrent writer", key=relative)
+                inner = f"{inner}/{below[-1]}"
+                os.rename(work, inner, src_dir_fd=staging, dst_dir_fd=staging)
+            try:
+                os.rename(top, missing, src_dir_fd=staging, dst_dir_fd=ancestor_fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOENT, errno.ENOTDIR):
+                    raise
+                if below:
+                    os.rename(inner, work, src_dir_fd=staging, dst_dir_fd=staging)
+                    shutil.rmtree(top, ignore_errors=True, dir_fd=staging)
+                return False
+            if fsync:
+                os.fsync(ancestor_fd)
+            return True
+        finally:
+            os.close(ancestor_fd)
 
-    def _deepest_existing(self, directory: str) -> tuple[int, str, list[str]]:
-        """For a missing ``directory``: its deepest existing ancestor (opened), the name of the
-        topmost missing directory in it, and the components below that one."""
+    def _remember(self, directory: str) -> None:
+        """Note a directory seen to exist (a hint for :meth:`_stage`, never trusted for safety)."""
+        known = self._known_dirs
+        if len(known) >= _KNOWN_DIRS:
+            known.clear()
+        known.add(directory)
+
+    def _deepest_existing(self, directory: str, flags: int) -> tuple[int, str, list[str]]:
+        """For a missing ``directory``: its deepest existing ancestor (opened with ``flags``), the name of
+        the topmost missing directory in it, and the components below that one."""
         parts = directory.split("/")
-        flags = (os.O_RDONLY | os.O_DIRECTORY) if self.options.fsync else DIRECTORY_HANDLE
         for depth in range(len(parts) - 1, -1, -1):
             ancestor = "/".join(parts[:depth])
             try:
@@ -341,10 +477,6 @@ class FilesystemBackend(BaseBackend):
 
     def _in_the_way(self, directory: str) -> BackendError:
         return BackendError(f"{directory}: a file is in the way of a directory", key=directory)
-
-    def _sync_dir(self, fd: int) -> None:
-        if self.options.fsync:
-            os.fsync(fd)
 
     def _prepare_staging(self, stale: int | None = None) -> int:
         """The staging directory, opened (created, checked and swept of dead writers' leftovers once).
@@ -399,7 +531,7 @@ class FilesystemBackend(BaseBackend):
 
     def close(self) -> None:
         with self._staging_lock:
-            self._staging_fd = None
+            self._staging_fd = self._root_fd = None
             _close_all(self._open_fds)
 
     # -- deletes ---------------------------------------------------------------------------

@@ -22,11 +22,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable
 
-from backends import Backend, BackendError, NotFound
+from backends import Backend, BackendError, NotFound, innermost, staged_puts_of
 from backends.retry import RetryPolicy, retrying
 
 from .deletes import DeletePlan, plan_deletes, prune_blobs, survey_deletes
 from .discovery import iter_repositories
+from .durability import GroupCommit
 from .execute import RepositoryRun
 from .layout import BLOBS_PREFIX, DigestSet, repository_prefix
 from .records import PassRecords, UnfinishedPass, load_records
@@ -44,6 +45,7 @@ from .writer import DestinationDeleter, DestinationWriter, PassContext
 log = logging.getLogger(__name__)
 
 DEFAULT_JOBS = 8
+INLINE_COPY_LIMIT = 1 << 20  # between local stores, blobs up to this size are copied on the executor's thread
 
 
 DEFAULT_MAX_DELETE_SHARE = 0.5
@@ -117,6 +119,7 @@ class Engine:
         self._too_wide_reported = False
         self._runs: set[RepositoryRun] = set()
         self._runs_lock = threading.Lock()
+        self._commits: GroupCommit | None = None
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -175,6 +178,7 @@ class Engine:
             if self.cancelled.is_set():
                 self.report.interrupted = True
             self._close_waiter()
+            self._close_commits()
             repo_pool.shutdown(wait=True, cancel_futures=True)
             blob_pool.shutdown(wait=True, cancel_futures=True)
             self._dest_empty = False  # true of the destination as this pass began, no longer
@@ -267,9 +271,11 @@ class Engine:
                                 confirmed=self._confirmed_blobs, workers=max(1, self.options.jobs),
                                 observer=self._on_wait)
         self._waiter = waiter
+        staged = staged_puts_of(innermost(self.dest)) if not self.options.dry_run else None
+        self._commits = GroupCommit(staged, self.options.retry) if staged is not None else None
         return PassContext(self.source, self.dest, self.report, self.cancelled, self._copier(blob_pool),
                            settings=self.settings, records=self.records, confirmed_blobs=self._confirmed_blobs,
-                           waiter=waiter, history_unchecked=self._history_unchecked)
+                           waiter=waiter, history_unchecked=self._history_unchecked, commits=self._commits)
 
     def _check_replication_scope(self, *, place: bool = False) -> None:
         """With ``--blobs external``: the canary at the source (``place``), and a problem when the
@@ -288,6 +294,16 @@ class Engine:
         if problem is not None:
             self._too_wide_reported = True
             self.report.add_problem(problem)
+
+    def _close_commits(self) -> None:
+        """Every write staged is published and durable when this returns."""
+        commits, self._commits = self._commits, None
+        if commits is None:
+            return
+        try:
+            commits.close()
+        except BackendError as exc:
+            self.report.add_problem(Problem("write-failed", f"the pass's last writes may not be durable: {exc}", key=exc.key))
 
     def _close_waiter(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -327,8 +343,10 @@ class Engine:
         """Repositories in flight at once: one between local stores, where reading links in
         parallel only contends for the interpreter (blob copies still run ``jobs`` at a time);
         ``jobs`` when either side is a network store, where each read is a round trip."""
-        local = getattr(self.source.capabilities, "local", False) and getattr(self.dest.capabilities, "local", False)
-        return 1 if local else jobs
+        return 1 if self._local() else jobs
+
+    def _local(self) -> bool:
+        return getattr(self.source.capabilities, "local", False) and getattr(self.dest.capabilities, "local", False)
 
     def _mark_fresh_destination(self) -> None:
         """Mark a destination this run starts filling from empty as a syncagent replica; then its
@@ -468,6 +486,7 @@ class Engine:
                     self._sync_one(repository, context, _scheduler(repo_pool)).result()
                 finally:
                     self._close_waiter()
+                    self._close_commits()
             if self.cancelled.is_set():
                 raise Cancelled()
             completed = True
@@ -484,6 +503,8 @@ class Engine:
             recopy=self.options.recopy,
             confirmed=self._confirmed_blobs,
             dest_has_blobs=self._dest_has_blobs,
+            commits=self._commits,
+            inline_limit=INLINE_COPY_LIMIT if self._local() else 0,
         )
 
 

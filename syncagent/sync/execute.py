@@ -1,9 +1,11 @@
 """The executor: runs a plan's steps, each once the steps it needs have succeeded.
 
-Blob steps (copies, waits for replication) run elsewhere and answer with
-futures; every other step runs inline, on whichever thread advances the run.
-A run never blocks on a future: when nothing is ready it returns, and the
-completion of a blob step schedules it again (``schedule``). So one tag
+Blob steps (copies, waits for replication) answer with futures; every other
+step runs inline, on whichever thread advances the run, and answers with its
+outcome -- or with a future of it, when its writes become durable later (a
+destination that makes writes durable in batches: durability.py). A run never
+blocks on a future: when nothing is ready it returns, and the completion of a
+step's future schedules it again (``schedule``). So one tag
 waiting for a large blob holds back nothing but the steps that need that blob
 (no head-of-line blocking), and a repository waiting for blobs holds no thread.
 
@@ -19,6 +21,7 @@ internal error, and nothing else.
 from __future__ import annotations
 
 import enum
+import heapq
 import logging
 import threading
 from concurrent.futures import Future
@@ -60,8 +63,11 @@ class Performer(Protocol):
     def start_blob(self, step: Step) -> "Future[Outcome]":
         """Begin a blob step; the future's result is DONE or SKIPPED, or it raises StepFailed."""
 
-    def perform(self, step: Step, needs: Sequence[Outcome]) -> Outcome:
-        """Run any other step (``needs``: the outcomes of the steps it needs, in order); raises StepFailed."""
+    def perform(self, step: Step, needs: Sequence[Outcome]) -> "Outcome | Future[Outcome]":
+        """Run any other step (``needs``: the outcomes of the steps it needs, in order); raises StepFailed.
+
+        A future stands for a step whose writes are not durable yet: it resolves (to the outcome, or
+        raising StepFailed) once they are, and only then do the steps that need it run."""
 
     def failed(self, step: Step, failure: StepFailed, *, propagated: bool) -> None:
         """A step failed (``propagated``: because a step it needs failed): report what is news."""
@@ -82,11 +88,12 @@ class RepositoryRun:
         for index, step in enumerate(self.steps):
             for need in step.needs:
                 self._dependents[need].append(index)
-        self._ready = [index for index, count in enumerate(self._waiting) if count == 0]
+        self._ready = [index for index, count in enumerate(self._waiting) if count == 0]  # a heap (sorted already)
         self._finished: list[tuple[int, Outcome, StepFailed | None]] = []
         self._remaining = len(self.steps)
         self._lock = threading.Lock()
         self._advancing = False
+        self._scheduled = False  # an advance is scheduled and has not begun
         self.done: Future = Future()
 
     def pending(self, kind: type) -> int:
@@ -104,6 +111,7 @@ class RepositoryRun:
         """Run every step that is ready, and settle the blob steps that finished; return when nothing
         more can happen now. Only one thread advances a run at a time; others hand over."""
         with self._lock:
+            self._scheduled = False
             if self._advancing:
                 return
             self._advancing = True
@@ -120,8 +128,7 @@ class RepositoryRun:
                     with self._lock:
                         if not self._ready:
                             break
-                        index = min(self._ready)  # plan order among the ready ones
-                        self._ready.remove(index)
+                        index = heapq.heappop(self._ready)  # plan order among the ready ones
                     self._run(index)
         except BaseException:
             with self._lock:
@@ -143,7 +150,7 @@ class RepositoryRun:
             except Cancelled:
                 self._settle(index, Outcome.FAILED, StepFailed("cancelled"))
                 return
-            future.add_done_callback(lambda f, index=index: self._blob_finished(index, f))
+            future.add_done_callback(lambda f, index=index: self._step_finished(index, f))
             return
         needs = [self.outcomes[need] for need in step.needs]
         try:
@@ -156,9 +163,12 @@ class RepositoryRun:
             log.exception("unexpected error in %r", step)
             self._settle(index, Outcome.FAILED, StepFailed(f"internal error: {type(exc).__name__}", kind="internal-error"))
         else:
-            self._settle(index, outcome, None)
+            if isinstance(outcome, Future):
+                outcome.add_done_callback(lambda f, index=index: self._step_finished(index, f))
+            else:
+                self._settle(index, outcome, None)
 
-    def _blob_finished(self, index: int, future: Future) -> None:
+    def _step_finished(self, index: int, future: Future) -> None:
         failure = None
         try:
             outcome = future.result()
@@ -171,7 +181,8 @@ class RepositoryRun:
             outcome, failure = Outcome.FAILED, StepFailed(f"internal error: {type(exc).__name__}", kind="internal-error")
         with self._lock:
             self._finished.append((index, outcome, failure))
-            handover = not self._advancing
+            handover = not self._advancing and not self._scheduled
+            self._scheduled = self._scheduled or handover
         if handover:
             self.schedule(self.advance)
 
@@ -195,7 +206,7 @@ class RepositoryRun:
                 self._waiting[dependent] -= 1
                 if self._waiting[dependent] == 0:
                     with self._lock:
-                        self._ready.append(dependent)
+                        heapq.heappush(self._ready, dependent)
 
     def _check_done(self) -> None:
         with self._lock:

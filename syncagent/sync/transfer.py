@@ -1,8 +1,9 @@
 """Copying blobs: streamed, hashed while they stream, checked before they become visible.
 
 A :class:`BlobCopier` copies each blob at most once per pass, whatever the
-number of repositories that need it, on a bounded pool of threads, and answers
-each request with a future of :class:`BlobOutcome`.
+number of repositories that need it, on a bounded pool of threads (or, between
+local stores, small blobs right on the thread that asks), and answers each
+request with a future of :class:`BlobOutcome`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from backends import Backend, BackendError, CopyUnverifiable, NotFound, SymlinkRefused, TransientError, server_copy_of
+from backends import (Backend, BackendError, CopyUnverifiable, NotFound, ObjectInfo, SymlinkRefused, TransientError,
+                      server_copy_of)
 
+from .durability import GroupCommit, pass_on
 from .layout import BlobData, Digest, DigestSet, key_of
 from .report import Problem, Report
 
@@ -94,6 +97,15 @@ class BlobOutcome:
     problem: Problem | None = None
 
 
+class _Retry(Exception):
+    """A copy attempt failed in a way worth another attempt."""
+
+    def __init__(self, failure: BaseException, kind: str) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+        self.kind = kind
+
+
 def _completed(outcome: "BlobOutcome") -> Future:
     future: Future = Future()
     future.set_result(outcome)
@@ -103,7 +115,26 @@ def _completed(outcome: "BlobOutcome") -> Future:
 _PRESENT = _completed(BlobOutcome(True))
 
 
+class _HandOff(Exception):
+    """An inline copy that belongs on the pool: a large blob, or one to retry after a wait (``retry``:
+    how the inline attempt failed)."""
+
+    def __init__(self, retry: "_Retry | None" = None) -> None:
+        super().__init__()
+        self.retry = retry
+
+
 class BlobCopier:
+    """Copies blobs for every repository of a pass, each at most once.
+
+    Copies run on ``pool``, except between local stores (``inline_limit`` > 0):
+    a blob of at most ``inline_limit`` bytes is copied right on the thread that
+    asks for it (the executor's), which costs no thread hand-off; a larger one,
+    or one whose copy must be retried after a wait, goes to the pool. With
+    ``commits`` (a destination that makes writes durable in batches,
+    durability.py) a copy's future resolves once the blob is durable.
+    """
+
     def __init__(
         self,
         source: Backend,
@@ -115,6 +146,8 @@ class BlobCopier:
         recopy: frozenset = frozenset(),
         confirmed: set | None = None,
         dest_has_blobs: bool = True,
+        commits: GroupCommit | None = None,
+        inline_limit: int = 0,
     ) -> None:
         """``confirmed``: the pass's set of blobs confirmed present on the destination,
         added to here. ``dest_has_blobs`` False: the destination held no blob data
@@ -127,6 +160,8 @@ class BlobCopier:
         self.recopy = recopy
         self.confirmed = confirmed if confirmed is not None else DigestSet()
         self.dest_has_blobs = dest_has_blobs
+        self.commits = commits
+        self.inline_limit = inline_limit
         self._futures: dict[Digest, Future] = {}  # copies in flight, and failed ones
         self._lock = threading.Lock()
         self._server_copy = server_copy_of(dest)  # None once the store cannot vouch for its copies
@@ -141,13 +176,23 @@ class BlobCopier:
             if digest in self.confirmed and not fresh:
                 return _PRESENT
             future = self._futures.get(digest)
-            submitted = future is None or (fresh and future.done())
-            if submitted:
-                future = self.pool.submit(self._ensure, digest, content)
+            started = future is None or (fresh and future.done())
+            if started:
+                future = Future()
                 self._futures[digest] = future
-        if submitted:  # outside the lock: a copy that already finished runs the callback right here
+        if started:
             future.add_done_callback(lambda done, digest=digest: self._settle(digest, done))
+            if self.inline_limit:
+                self._ensure_inline(digest, content, future)
+            else:
+                self._submit(digest, content, future)
         return future
+
+    def _submit(self, digest: Digest, content: bytes | None, result: Future, earlier: "_Retry | None" = None) -> None:
+        try:
+            self.pool.submit(self._ensure, digest, content, result, earlier)
+        except RuntimeError:  # the pool shut down: the pass is over
+            result.set_exception(Cancelled())
 
     def _settle(self, digest: Digest, future: Future) -> None:
         """A finished copy whose blob is confirmed on the destination is remembered as a digest only
@@ -156,26 +201,67 @@ class BlobCopier:
             if digest in self.confirmed and self._futures.get(digest) is future:
                 del self._futures[digest]
 
-    def _ensure(self, digest: Digest, content: bytes | None) -> BlobOutcome:
+    def _ensure_inline(self, digest: Digest, content: bytes | None, result: Future) -> None:
+        """One attempt on this thread; a large blob, or a failure worth retrying, goes to the pool."""
         key = key_of(BlobData(digest))
-        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
-            try:
-                return self._copy(digest, key, content)
-            except TransientError as exc:
-                failure, kind = exc, "write-failed"
-            except SourceReadError as exc:
-                if not isinstance(exc.cause, TransientError):
-                    kind = "symlink-refused" if isinstance(exc.cause, SymlinkRefused) else "read-failed"
-                    return self._failed(digest, key, kind, f"reading the source failed: {exc.cause}")
-                failure, kind = exc.cause, "read-failed"
-            except ShortRead as exc:
-                failure, kind = exc, "read-failed"
-            if delay is None or self.cancelled.is_set():
-                return self._failed(digest, key, kind, f"gave up after {attempt + 1} attempts: {failure}")
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+        try:
+            outcome = self._attempt(digest, key, content, inline=True)
+        except _HandOff as handoff:
+            self._submit(digest, content, result, handoff.retry)
+            return
+        except BaseException as exc:  # noqa: BLE001 - the copy's failure is its future's
+            result.set_exception(exc)
+            return
+        self._resolve(result, outcome)
 
-    def _copy(self, digest: Digest, key: str, content: bytes | None) -> BlobOutcome:
+    def _ensure(self, digest: Digest, content: bytes | None, result: Future, earlier: "_Retry | None" = None) -> None:
+        try:
+            outcome = self._retrying(digest, content, earlier)
+        except BaseException as exc:  # noqa: BLE001 - the copy's failure is its future's
+            result.set_exception(exc)
+            return
+        self._resolve(result, outcome)
+
+    def _resolve(self, result: Future, outcome: "BlobOutcome | Future") -> None:
+        if isinstance(outcome, Future):
+            outcome.add_done_callback(lambda done: pass_on(done, result))
+        else:
+            result.set_result(outcome)
+
+    def _retrying(self, digest: Digest, content: bytes | None, earlier: "_Retry | None" = None) -> "BlobOutcome | Future":
+        """Attempts until one succeeds or the waits of RETRY_DELAYS run out; ``earlier``: how a first
+        attempt, made inline, failed."""
+        key = key_of(BlobData(digest))
+        made, failure = (0, None) if earlier is None else (1, earlier)
+        while True:
+            if failure is not None:
+                if made > len(RETRY_DELAYS) or self.cancelled.is_set():
+                    return self._failed(digest, key, failure.kind, f"gave up after {made} attempts: {failure.failure}")
+                time.sleep(RETRY_DELAYS[made - 1])
+            try:
+                return self._attempt(digest, key, content)
+            except _Retry as exc:
+                failure = exc
+            made += 1
+
+    def _attempt(self, digest: Digest, key: str, content: bytes | None, *, inline: bool = False) -> "BlobOutcome | Future":
+        """One copy; raises _Retry for what is worth another attempt (_HandOff instead when ``inline``)."""
+        try:
+            return self._copy(digest, key, content, inline=inline)
+        except TransientError as exc:
+            failure, kind = exc, "write-failed"
+        except SourceReadError as exc:
+            if not isinstance(exc.cause, TransientError):
+                kind = "symlink-refused" if isinstance(exc.cause, SymlinkRefused) else "read-failed"
+                return self._failed(digest, key, kind, f"reading the source failed: {exc.cause}")
+            failure, kind = exc.cause, "read-failed"
+        except ShortRead as exc:
+            failure, kind = exc, "read-failed"
+        if inline:
+            raise _HandOff(retry=_Retry(failure, kind))
+        raise _Retry(failure, kind)
+
+    def _copy(self, digest: Digest, key: str, content: bytes | None, *, inline: bool = False) -> "BlobOutcome | Future":
         if self.cancelled.is_set():
             raise Cancelled()
         try:
@@ -184,6 +270,8 @@ class BlobCopier:
             return BlobOutcome(False, absent=True, problem=Problem("missing-blob", "blob data missing at the source", digest=str(digest), key=key))
         except BackendError as exc:
             raise SourceReadError(exc) from exc
+        if inline and size > self.inline_limit:
+            raise _HandOff()
         try:
             present = self.dest_has_blobs and self.dest.stat(key).size == size and digest not in self.recopy
         except (NotFound, SymlinkRefused):  # a link at the key is replaced by the put; one on the way refuses it
@@ -214,17 +302,35 @@ class BlobCopier:
                     raise DigestMismatch(f"content hashes to {digest.algorithm}:{reader.hexdigest()}")
 
             try:
-                written = self._write(key, reader, size, check_digest, content is None)
+                if self.commits is not None:
+                    durable = self.commits.put(key, reader, size=size, before_commit=check_digest)
+                else:
+                    return self._copied(digest, self._write(key, reader, size, check_digest, content is None))
             except CopyUnverifiable as exc:
                 log.warning("server-side copies stop for this pass: %s", exc)
                 self._server_copy = None
-                return self._copy(digest, key, content)  # once more, streamed
+                return self._copy(digest, key, content, inline=inline)  # once more, streamed
             except DigestMismatch as exc:
                 return self._failed(digest, key, "digest-mismatch", f"source blob is corrupt: {exc}")
             except TransientError:
                 raise
             except BackendError as exc:
                 return self._failed(digest, key, "write-failed", str(exc))
+        outcome: Future = Future()
+        durable.add_done_callback(lambda done: self._made_durable(digest, key, done, outcome))
+        return outcome
+
+    def _made_durable(self, digest: Digest, key: str, done: Future, outcome: Future) -> None:
+        try:
+            written = done.result()
+        except BackendError as exc:
+            outcome.set_result(self._failed(digest, key, "write-failed", str(exc)))
+        except BaseException as exc:  # noqa: BLE001 - handed on
+            outcome.set_exception(exc)
+        else:
+            outcome.set_result(self._copied(digest, written))
+
+    def _copied(self, digest: Digest, written: ObjectInfo) -> BlobOutcome:
         self.confirmed.add(digest)
         self.report.count("blobs_copied")
         self.report.count("bytes_copied", written.size)

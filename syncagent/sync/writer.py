@@ -12,6 +12,11 @@ plan.py): the closure is read back on the destination, the source is asked
 again, and only a broken tag or revision the source no longer has goes, in
 the order of a delete (deletes.py).
 
+On a destination that makes writes durable in batches (``PassContext.commits``,
+durability.py), a step that writes links answers with a future that resolves
+once they are durable, and a tag's history link is written once its current
+link is durable.
+
 The read-back takes one documented shortcut: what this pass itself confirmed
 -- a blob it copied (its digest checked before the put committed) or found
 present with the right size, a link it wrote or read -- is not asked for
@@ -24,12 +29,13 @@ import io
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from backends import Backend, BackendError, NotFound, SymlinkRefused
 
 from .closure import missing_from
 from .discovery import UnreadableLink, read_link
+from .durability import GroupCommit, all_of, pass_on
 from .execute import Outcome, StepFailed, run_inline
 from .layout import Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
 from .records import PassRecords
@@ -68,6 +74,7 @@ class PassContext:
     confirmed_blobs: DigestSet = field(default_factory=DigestSet)
     waiter: BlobWaiter | None = None
     history_unchecked: threading.Event = field(default_factory=threading.Event)
+    commits: GroupCommit | None = None
 
 
 class DestinationWriter:
@@ -78,6 +85,7 @@ class DestinationWriter:
         self.survey = survey
         self.repository = survey.repository
         self.confirmed_links: dict[str, Digest] = {}
+        self._pending_links: dict[str, tuple[Digest, Future]] = {}  # written, not yet durable
         self.absent_optional: set[Digest] = set()
 
     @property
@@ -122,15 +130,14 @@ class DestinationWriter:
 
     # --- the other steps ---------------------------------------------------------------------------
 
-    def perform(self, step: Step, needs: Sequence[Outcome]) -> Outcome:
+    def perform(self, step: Step, needs: Sequence[Outcome]) -> "Outcome | Future[Outcome]":
         if self.context.cancelled.is_set():
             raise Cancelled()
         if isinstance(step, LinkLayers):
             return self._link_layers(step, needs)
         if isinstance(step, LinkRevision):
-            self._write_links(step.digest, [(key_of(RevisionLink(self.repository, step.digest)), step.digest)])
-            self.report.count("revisions_published")
-            return Outcome.DONE
+            return self._write_links(step.digest, [(key_of(RevisionLink(self.repository, step.digest)), step.digest)],
+                                     then=self._revision_published)
         if isinstance(step, ReadBack):
             return self._read_back_step(step)
         if isinstance(step, PublishTag):
@@ -143,23 +150,32 @@ class DestinationWriter:
             return self._unpublish_revision(step)
         raise TypeError(f"not a step the writer performs: {step!r}")
 
-    def _link_layers(self, step: LinkLayers, needs: Sequence[Outcome]) -> Outcome:
+    def _revision_published(self) -> Outcome:
+        self.report.count("revisions_published")
+        return Outcome.DONE
+
+    def _link_layers(self, step: LinkLayers, needs: Sequence[Outcome]) -> "Outcome | Future[Outcome]":
         links = []
         for digest, outcome in zip(step.blobs, needs):
             if outcome is Outcome.SKIPPED:
                 self.absent_optional.add(digest)
             else:
                 links.append((key_of(LayerLink(self.repository, digest)), digest))
-        self._write_links(step.manifest, links)
-        return Outcome.DONE
+        return self._write_links(step.manifest, links)
 
-    def _write_links(self, manifest: Digest, links: list[tuple[str, Digest]]) -> None:
+    def _write_links(self, manifest: Digest, links: list[tuple[str, Digest]],
+                     then: "Callable[[], Outcome]" = lambda: Outcome.DONE) -> "Outcome | Future[Outcome]":
+        def failed(exc: BackendError) -> StepFailed:
+            self.report.add_problem(Problem("write-failed", str(exc), repository=self.repository, digest=str(manifest), key=exc.key))
+            return StepFailed(f"writing links failed: {exc}")
+
+        pending = []
         try:
             for key, digest in links:
-                self.write_link(key, digest)
+                pending += self.write_link(key, digest)
         except BackendError as exc:
-            self.report.add_problem(Problem("write-failed", str(exc), repository=self.repository, digest=str(manifest), key=exc.key))
-            raise StepFailed(f"writing links failed: {exc}") from exc
+            raise failed(exc) from exc
+        return _after(pending, then, failed)
 
     def _read_back_step(self, step: ReadBack) -> Outcome:
         missing = [] if step.force else self.read_back(step)
@@ -194,20 +210,31 @@ class DestinationWriter:
         except BackendError as exc:
             return [f"reading the destination failed: {exc}"]
 
-    def _publish_tag(self, step: PublishTag) -> Outcome:
-        try:
-            self.write_link(key_of(TagCurrentLink(self.repository, step.tag)), step.digest, tag_write=True)
-            self.write_link(key_of(TagIndexLink(self.repository, step.tag, step.digest)), step.digest, tag_write=True)
-        except BackendError as exc:
-            raise StepFailed(f"writing the tag failed: {exc}", kind="write-failed") from exc
-        if step.recheck:
-            self.report.count("tags_up_to_date")
-        else:
-            self.report.count("tags_published")
-            self.report.emit("tag-published", repository=self.repository, tag=step.tag, digest=str(step.digest))
-        return Outcome.DONE
+    def _publish_tag(self, step: PublishTag) -> "Outcome | Future[Outcome]":
+        """``current/link``, then (once it is durable) the history link."""
 
-    def _check_history(self, step: CheckHistory) -> Outcome:
+        def failed(exc: BackendError) -> StepFailed:
+            return StepFailed(f"writing the tag failed: {exc}", kind="write-failed")
+
+        def history() -> "Outcome | Future[Outcome]":
+            key = key_of(TagIndexLink(self.repository, step.tag, step.digest))
+            return _after(self.write_link(key, step.digest, tag_write=True), published, failed)
+
+        def published() -> Outcome:
+            if step.recheck:
+                self.report.count("tags_up_to_date")
+            else:
+                self.report.count("tags_published")
+                self.report.emit("tag-published", repository=self.repository, tag=step.tag, digest=str(step.digest))
+            return Outcome.DONE
+
+        try:
+            current = self.write_link(key_of(TagCurrentLink(self.repository, step.tag)), step.digest, tag_write=True)
+        except BackendError as exc:
+            raise failed(exc) from exc
+        return _after(current, history, failed)
+
+    def _check_history(self, step: CheckHistory) -> "Outcome | Future[Outcome]":
         """The stat is the point even when the link is there: on RADOS it adds the listing markers a
         dead writer may have left pending."""
         key = key_of(TagIndexLink(self.repository, step.tag, step.digest))
@@ -220,12 +247,19 @@ class DestinationWriter:
             pass
         except BackendError as exc:
             raise StepFailed(f"checking the tag's history link failed: {exc}", kind="read-failed") from exc
+
+        def failed(exc: BackendError) -> StepFailed:
+            return StepFailed(f"writing the tag's history link failed: {exc}", kind="write-failed")
+
+        def repaired() -> Outcome:
+            self.report.count("history_repaired")
+            return Outcome.DONE
+
         try:
-            self.write_link(key, step.digest, tag_write=True, known_missing=True)
+            pending = self.write_link(key, step.digest, tag_write=True, known_missing=True)
         except BackendError as exc:
-            raise StepFailed(f"writing the tag's history link failed: {exc}", kind="write-failed") from exc
-        self.report.count("history_repaired")
-        return Outcome.DONE
+            raise failed(exc) from exc
+        return _after(pending, repaired, failed)
 
     # --- taking back what the primary's garbage collection broke (blobs replicated by the storage) ----
 
@@ -283,8 +317,9 @@ class DestinationWriter:
         except (NotFound, UnreadableLink, SymlinkRefused):
             return None
 
-    def write_link(self, key: str, digest: Digest, *, tag_write: bool = False, known_missing: bool = False) -> None:
-        """Write a link unless it already holds ``digest``.
+    def write_link(self, key: str, digest: Digest, *, tag_write: bool = False, known_missing: bool = False) -> "list[Future]":
+        """Write a link unless it already holds ``digest``; what remains to wait for: the write's future
+        while it is not durable (a destination with ``commits``), else nothing.
 
         In a repository the destination did not have, links are written without
         reading them first (rewriting an identical link is harmless).
@@ -294,21 +329,40 @@ class DestinationWriter:
             raise Cancelled()
         if self.confirmed_links.get(key) == digest:
             self.report.count("links_present")
-            return
+            return []
+        pending = self._pending_links.get(key)
+        if pending is not None and pending[0] == digest:
+            return [pending[1]]  # written by another step of this run: wait for the same write
         if self.survey.dest_existed and not known_missing:
             try:
                 if read_link(self.context.dest, key, attempts=1) == digest:
                     self.confirmed_links[key] = digest
                     self.report.count("links_present")
-                    return
+                    return []
             except (NotFound, UnreadableLink, SymlinkRefused):
                 pass  # a symbolic link at the key is replaced by the put; one on the way refuses it
         if tag_write and self.context.records is not None:
             self.context.records.before_tag_write()
         content = format_link(digest)
-        self.context.dest.put(key, io.BytesIO(content), size=len(content))  # retried by the engine's wrapper
+        commits = self.context.commits
+        if commits is None:
+            self.context.dest.put(key, io.BytesIO(content), size=len(content))  # retried by the engine's wrapper
+            self._link_written(key, digest)
+            return []
+        durable = commits.put(key, io.BytesIO(content), size=len(content))
+        self._pending_links[key] = (digest, durable)
+        durable.add_done_callback(lambda done: self._link_durable(key, digest, done))
+        return [durable]
+
+    def _link_written(self, key: str, digest: Digest) -> None:
         self.confirmed_links[key] = digest
         self.report.count("links_written")
+
+    def _link_durable(self, key: str, digest: Digest, done: Future) -> None:
+        if done.exception() is None:
+            self._link_written(key, digest)
+        if self._pending_links.get(key, (None, None))[1] is done:
+            del self._pending_links[key]
 
     # --- failures ----------------------------------------------------------------------------------
 
@@ -329,6 +383,36 @@ class DestinationWriter:
 
 DELETED_AT_SOURCE = ("the primary deleted it and its garbage collection deleted blobs it needs; the storage's "
                      "replication carried those deletes here before the delete of the tag or revision itself")
+
+
+def _after(pending: "list[Future]", then: "Callable[[], Outcome | Future[Outcome]]",
+           failed: Callable[[BackendError], StepFailed]) -> "Outcome | Future[Outcome]":
+    """``then()`` once every write in ``pending`` is durable (right away when none is pending); a write
+    that failed fails the step with ``failed(its error)``."""
+    if not pending:
+        try:
+            return then()
+        except BackendError as exc:
+            raise failed(exc) from exc
+    result: Future = Future()
+
+    def settle(done: Future) -> None:
+        try:
+            done.result()
+            outcome = then()
+        except BackendError as exc:
+            result.set_exception(failed(exc))
+            return
+        except BaseException as exc:  # noqa: BLE001 - StepFailed, Cancelled: the step's own failure
+            result.set_exception(exc)
+            return
+        if isinstance(outcome, Future):
+            outcome.add_done_callback(lambda last: pass_on(last, result))
+        else:
+            result.set_result(outcome)
+
+    all_of(pending).add_done_callback(settle)
+    return result
 
 
 class DestinationDeleter:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from backends import Entry, InvalidKey, NotFound
+from backends import Entry, InvalidKey, NotFound, staged_puts_of
 
 
 class Boom(Exception):
@@ -255,6 +255,46 @@ def test_concurrent_puts_into_one_new_prefix_all_land(backend_under_test):
     assert errors == []
     assert keys_of(backend) == sorted(keys)
     assert all(backend.read_bytes(k) == k.encode() for k in keys)
+
+
+def _staged_puts(backend_under_test):
+    staged = staged_puts_of(backend_under_test.backend)
+    if staged is None:
+        pytest.skip("this backend has no StagedPuts ability")
+    return staged
+
+
+def test_a_staged_object_is_invisible_until_published_and_whole_after(backend_under_test):
+    backend = _staged_puts(backend_under_test)
+    backend.put_bytes("k/old", b"old-content")
+    data = {"deep/new/dir/obj": os.urandom(3 * 1024 * 1024), "k/old": b"new", "k/sibling": b"s", "top": b""}
+    staged = [backend.stage(key, io.BytesIO(content), size=len(content)) for key, content in data.items()]
+    assert keys_of(backend) == ["k/old"] and backend.read_bytes("k/old") == b"old-content"
+    assert [entry.name for entry in backend.iter_children("")] == ["k"]  # no new prefix shows, not even empty
+    backend.barrier()
+    assert keys_of(backend) == ["k/old"]
+    for item in staged:
+        assert item.size == len(data[item.key])
+        info = backend.publish(item)
+        assert (info.key, info.size) == (item.key, len(data[item.key]))
+        assert backend.read_bytes(item.key) == data[item.key]
+    backend.barrier()
+    assert keys_of(backend) == sorted(data)
+    assert backend_under_test.leftovers() == []
+
+
+def test_a_discarded_or_rejected_stage_leaves_nothing(backend_under_test):
+    backend = _staged_puts(backend_under_test)
+    backend.put_bytes("keep/me", b"old")
+    with pytest.raises(Boom):
+        backend.stage("new/dir/rejected", io.BytesIO(b"x" * 1000), before_commit=_raise_boom)
+    with pytest.raises(IOError):
+        backend.stage("new/dir/broken", FailingStream(b"partial" * 1000))
+    for key in ("new/dir/obj", "keep/me"):
+        backend.discard(backend.stage(key, io.BytesIO(b"never published")))
+    backend.barrier()
+    assert keys_of(backend) == ["keep/me"] and backend.read_bytes("keep/me") == b"old"
+    assert backend_under_test.leftovers() == []
 
 
 def _raise_boom() -> None:
