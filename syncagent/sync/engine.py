@@ -66,8 +66,9 @@ class SyncOptions:
     ``verify_existing``: also read back the closures of tags and revisions the
     destination already has, and rewrite what is missing (repair).
     ``recopy``: blob digests to copy again even if present (known corrupt).
-    ``retry``: how transient failures of the backends' operations are retried
-    (backends/retry.py: the engine wraps both backends).
+    ``retry``: how transient failures are retried: the backends' operations
+    (backends/retry.py: the engine wraps both backends), whole blob copies
+    (transfer.py) and staged writes (durability.py), one policy.
     ``blobs``: ``copy``, or ``external`` when the storage's own replication
     brings blob data (replication.py): then blobs are awaited for at most
     ``external_timeout`` seconds, and copied after ``copy_after`` seconds if set.
@@ -506,6 +507,7 @@ class Engine:
             dest_has_blobs=self._dest_has_blobs,
             commits=self._commits,
             inline_limit=INLINE_COPY_LIMIT if self._local() else 0,
+            retry=self.options.retry,
         )
 
 

@@ -11,19 +11,18 @@ from __future__ import annotations
 import io
 import logging
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from backends import (Backend, BackendError, CopyUnverifiable, NotFound, ObjectInfo, SymlinkRefused, TransientError,
                       server_copy_of)
+from backends.retry import RetryPolicy
 
 from .durability import GroupCommit, pass_on
 from .layout import BlobData, Digest, DigestSet, key_of
 from .report import Problem, Report
 
-RETRY_DELAYS = (0.2, 1.0, 3.0)
 log = logging.getLogger(__name__)
 
 
@@ -148,6 +147,7 @@ class BlobCopier:
         dest_has_blobs: bool = True,
         commits: GroupCommit | None = None,
         inline_limit: int = 0,
+        retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         """``confirmed``: the pass's set of blobs confirmed present on the destination,
         added to here. ``dest_has_blobs`` False: the destination held no blob data
@@ -162,6 +162,7 @@ class BlobCopier:
         self.dest_has_blobs = dest_has_blobs
         self.commits = commits
         self.inline_limit = inline_limit
+        self.retry = retry
         self._futures: dict[Digest, Future] = {}  # copies in flight, and failed ones
         self._lock = threading.Lock()
         self._server_copy = server_copy_of(dest)  # None once the store cannot vouch for its copies
@@ -229,15 +230,15 @@ class BlobCopier:
             result.set_result(outcome)
 
     def _retrying(self, digest: Digest, content: bytes | None, earlier: "_Retry | None" = None) -> "BlobOutcome | Future":
-        """Attempts until one succeeds or the waits of RETRY_DELAYS run out; ``earlier``: how a first
-        attempt, made inline, failed."""
+        """Attempts until one succeeds or the pass's retry policy gives up (the whole copy is retried: the
+        source is read and hashed again); ``earlier``: how a first attempt, made inline, failed."""
         key = key_of(BlobData(digest))
         made, failure = (0, None) if earlier is None else (1, earlier)
         while True:
             if failure is not None:
-                if made > len(RETRY_DELAYS) or self.cancelled.is_set():
+                if made >= self.retry.attempts or self.cancelled.is_set():
                     return self._failed(digest, key, failure.kind, f"gave up after {made} attempts: {failure.failure}")
-                time.sleep(RETRY_DELAYS[made - 1])
+                self.retry.sleep(self.retry.delay(made))
             try:
                 return self._attempt(digest, key, content)
             except _Retry as exc:

@@ -18,7 +18,6 @@ from backends import TransientError
 from backends.memory import MemoryBackend
 from backends.retry import RetryingBackend, RetryPolicy
 from backends.s3.streams import ObjectReader as _ObjectReader
-from syncagent.sync import transfer
 from syncagent.sync.closure import ClosureError, read_manifest
 from syncagent.sync.discovery import read_small
 from syncagent.sync.engine import Engine, SyncOptions
@@ -30,7 +29,6 @@ from syncagent.check.verify import verify_backend
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch):
     monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt: 0.0)
-    monkeypatch.setattr(transfer, "RETRY_DELAYS", (0, 0, 0))
 
 
 class ScriptedBody:
