@@ -23,6 +23,25 @@ BLOBS_PREFIX = "docker/registry/v2/blobs/"
 IN_FLIGHT_BYTES = 1 << 20  # a part file this large belongs to one of the large blobs
 
 
+def _staged_files(staging: Path) -> list[tuple[str, os.DirEntry]]:
+    """The files in ``staging`` and in its directories one level down, named relative to it."""
+    try:
+        entries = list(os.scandir(staging))
+    except FileNotFoundError:
+        return []
+    files = []
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                files += [(f"{entry.name}/{inner.name}", inner) for inner in os.scandir(entry.path)
+                          if inner.is_file(follow_symlinks=False)]
+            elif entry.is_file(follow_symlinks=False):
+                files.append((entry.name, entry))
+        except FileNotFoundError:
+            continue  # renamed into place or removed meanwhile
+    return files
+
+
 @dataclass
 class FilesystemDestination:
     root: Path
@@ -38,16 +57,13 @@ class FilesystemDestination:
         return sum(len(files) for _, _, files in os.walk(self.root / "docker"))
 
     def writes_in_flight(self) -> frozenset[str]:
-        """Part files of large blobs in the staging directory (a killed writer's stay until the next run)."""
-        try:
-            entries = list(os.scandir(self.root / STAGING_NAME))
-        except FileNotFoundError:
-            return frozenset()
+        """Staging files of large blobs (a killed writer's stay until the next run): a ``.part`` file in the
+        staging directory, or the file inside a staging directory made for a key whose parent is new."""
         found = set()
-        for entry in entries:
+        for name, entry in _staged_files(self.root / STAGING_NAME):
             try:
-                if entry.name.endswith(".part") and entry.stat().st_size >= IN_FLIGHT_BYTES:
-                    found.add(entry.name)
+                if entry.stat(follow_symlinks=False).st_size >= IN_FLIGHT_BYTES:
+                    found.add(name)
             except FileNotFoundError:
                 continue  # renamed into place meanwhile
         return frozenset(found)
