@@ -67,6 +67,20 @@ class RetryPolicy:
         raise AssertionError("unreachable")
 
 
+    def call_rewinding(self, data: BinaryIO, write: Callable[[], T], *, what: str = "") -> T:
+        """``write()``, which reads ``data``, retried as :meth:`call` does with ``data`` rewound to where it
+        stood first before each attempt; once only when ``data`` cannot be rewound."""
+        start = _position(data)
+        if start is None:
+            return write()
+
+        def attempt() -> T:
+            data.seek(start)
+            return write()
+
+        return self.call(attempt, what=what)
+
+
 NO_RETRY = RetryPolicy(attempts=1)
 
 
@@ -89,15 +103,8 @@ class RetryingBackend(BaseBackend):
         return self.policy.call(lambda: self.inner.read_prefix(key, size), what=f"read {key}")
 
     def put(self, key: str, data: BinaryIO, *, size: int | None = None, before_commit: BeforeCommit | None = None) -> ObjectInfo:
-        start = _position(data)
-        if start is None:
-            return self.inner.put(key, data, size=size, before_commit=before_commit)
-
-        def attempt() -> ObjectInfo:
-            data.seek(start)
-            return self.inner.put(key, data, size=size, before_commit=before_commit)
-
-        return self.policy.call(attempt, what=f"put {key}")
+        return self.policy.call_rewinding(data, lambda: self.inner.put(key, data, size=size, before_commit=before_commit),
+                                          what=f"put {key}")
 
     def delete(self, key: str) -> None:
         self.policy.call(lambda: self.inner.delete(key), what=f"delete {key}")

@@ -160,12 +160,7 @@ class S3Backend(IncompleteUploads, ServerCopies, BaseBackend):
             self._call(self._client.complete_multipart_upload, key, Key=object_key, UploadId=upload_id,
                        MultipartUpload={"Parts": parts})
         except BaseException:
-            for future in futures:
-                future.cancel()
-            for future in futures:
-                if not future.cancelled():
-                    future.exception()  # wait: abort only once no part upload is running
-            self._abort(key, object_key, upload_id)
+            self._abandon(key, object_key, upload_id, futures)
             raise
         return ObjectInfo(key, total)
 
@@ -184,6 +179,16 @@ class S3Backend(IncompleteUploads, ServerCopies, BaseBackend):
             if response.get(name):
                 part[name] = response[name]
         return part
+
+    def _abandon(self, key: str, object_key: str, upload_id: str, futures: "list[Future]") -> None:
+        """Cancel the part transfers of a failed multipart upload, wait for those already running, then
+        abort the upload (aborting while a part is still being sent could leave that part behind)."""
+        for future in futures:
+            future.cancel()
+        for future in futures:
+            if not future.cancelled():
+                future.exception()
+        self._abort(key, object_key, upload_id)
 
     def _abort(self, key: str, object_key: str, upload_id: str) -> None:
         try:

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 from ..base import BeforeCommit, ObjectInfo, innermost
 from ..errors import CopyUnverifiable, TransientError
 from .options import MAX_PART_SIZE, MAX_PARTS, MIB, READ_BLOCK
-from .streams import md5_of_etag
+from .streams import md5_of_etag, pieces_up_to
 
 COPY_PART_SIZE = 64 * MIB
 
@@ -72,12 +72,7 @@ class ServerCopies:
             self._call(self._client.complete_multipart_upload, key, Key=object_key, UploadId=upload_id,
                        MultipartUpload={"Parts": parts})
         except BaseException:
-            for future in futures:
-                future.cancel()
-            for future in futures:
-                if not future.cancelled():
-                    future.exception()  # wait: abort only once no part copy is running
-            self._abort(key, object_key, upload_id)
+            self._abandon(key, object_key, upload_id, futures)
             raise
         return ObjectInfo(key, size)
 
@@ -100,13 +95,9 @@ def _md5_of_ranges(data: BinaryIO, ranges: list[tuple[int, int]]) -> list[str]:
     """The MD5 of each range of ``data``, read to EOF (bytes past the last range go to no range)."""
     digests = []
     for first, last in ranges:
-        hasher, remaining = hashlib.md5(), last - first + 1
-        while remaining > 0:
-            piece = data.read(min(remaining, READ_BLOCK))
-            if not piece:
-                break
+        hasher = hashlib.md5()
+        for piece in pieces_up_to(data, last - first + 1):
             hasher.update(piece)
-            remaining -= len(piece)
         digests.append(hasher.hexdigest())
     while data.read(READ_BLOCK):
         pass

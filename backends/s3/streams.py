@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from ..base import check_key
 from ..errors import InvalidKey, TransientError
@@ -26,17 +26,20 @@ def etag(value: str | None) -> str | None:
     return value.strip('"') if value else None
 
 
-def read_up_to(stream: BinaryIO, limit: int) -> bytes:
-    """Read until ``limit`` bytes or EOF; errors of the stream propagate unchanged."""
-    pieces: list[bytes] = []
+def pieces_up_to(stream: BinaryIO, limit: int) -> Iterator[bytes]:
+    """The stream's next bytes in pieces, until ``limit`` bytes or EOF; errors of the stream propagate unchanged."""
     remaining = limit
     while remaining > 0:
         piece = stream.read(min(remaining, READ_BLOCK))
         if not piece:
-            break
-        pieces.append(piece)
+            return
+        yield piece
         remaining -= len(piece)
-    return b"".join(pieces)
+
+
+def read_up_to(stream: BinaryIO, limit: int) -> bytes:
+    """Read until ``limit`` bytes or EOF; errors of the stream propagate unchanged."""
+    return b"".join(pieces_up_to(stream, limit))
 
 
 def is_folder_marker(key: str, size: int) -> bool:

@@ -78,15 +78,8 @@ class GroupCommit:
         return future
 
     def _stage(self, key: str, data: BinaryIO, size: int | None, before_commit: BeforeCommit | None) -> StagedObject:
-        start = data.tell() if data.seekable() else None
-        if start is None:
-            return self._dest.stage(key, data, size=size, before_commit=before_commit)
-
-        def attempt() -> StagedObject:
-            data.seek(start)
-            return self._dest.stage(key, data, size=size, before_commit=before_commit)
-
-        return self._retry.call(attempt, what=f"put {key}")
+        return self._retry.call_rewinding(data, lambda: self._dest.stage(key, data, size=size, before_commit=before_commit),
+                                          what=f"put {key}")
 
     def close(self) -> None:
         """Publish every write staged so far, make everything durable, and stop the commit thread.
