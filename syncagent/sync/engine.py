@@ -272,6 +272,8 @@ class Engine:
                                 confirmed=self._confirmed_blobs, workers=max(1, self.options.jobs),
                                 observer=self._on_wait)
         self._waiter = waiter
+        # The group commit writes to the store under the wrappers: it retries its stages itself, and
+        # only a local filesystem has this ability, where request ceilings and counts mean nothing.
         staged = staged_puts_of(innermost(self.dest)) if not self.options.dry_run else None
         self._commits = GroupCommit(staged, self.options.retry) if staged is not None else None
         return PassContext(self.source, self.dest, self.report, self.cancelled, self._copier(blob_pool),
