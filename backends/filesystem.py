@@ -74,6 +74,8 @@ _READ = os.O_RDONLY | os.O_NONBLOCK  # a FIFO planted in the tree must not block
 class FilesystemOptions:
     fsync: bool = option(True, "fsync each object and its directory before it counts as written")
     staging: str = option(STAGING_NAME, "staging directory for temporary files, relative to the root or absolute; must be on the same filesystem")
+    group_commit: bool = option(True, "with fsync, a sync pass makes its writes durable in shared syncfs barriers instead of two fsyncs per "
+                                      "object (a barrier flushes the whole filesystem: false where it is shared with heavy writers)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +149,7 @@ class FilesystemBackend(BaseBackend):
         self._names = itertools.count()
         self.url = f"file://{self.root}"
         self.capabilities = Capabilities(empty_prefixes=True, default_concurrency=8, local=True, local_root=self._root,
-                                         staged_puts=options.fsync and _syncfs is not None)
+                                         staged_puts=options.fsync and options.group_commit and _syncfs is not None)
         if self.root.exists() and not self.root.is_dir():
             raise ConfigurationError(f"{self.root} is not a directory")
 

@@ -250,3 +250,14 @@ def test_a_durable_filesystem_destination_is_written_in_batches(tmp_path, source
     assert Counting.publishes == objects
     assert 2 <= Counting.barriers < objects / 4
     assert not FilesystemBackend(tmp_path / "other", dest.options.__class__(fsync=False)).capabilities.staged_puts
+
+
+def test_group_commit_can_be_turned_off_keeping_per_object_fsyncs(tmp_path, source):
+    from backends import open_backend
+
+    dest = open_backend(f"file://{tmp_path / 'dest'}?group_commit=false")
+    assert dest.options.fsync and not dest.capabilities.staged_puts
+    report = Engine(source, dest, SyncOptions()).run()
+    assert report.ok, report.problems
+    assert verify_backend(dest).ok
+    assert open_backend(f"file://{tmp_path / 'other'}").capabilities.staged_puts
