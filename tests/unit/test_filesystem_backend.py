@@ -49,7 +49,7 @@ def test_staging_directory_is_hidden_and_reserved(tmp_path):
 def test_url_forms_and_options(tmp_path):
     assert open_backend(str(tmp_path)).root == tmp_path
     assert open_backend(f"file://{tmp_path}?fsync=false").options.fsync is False
-    with pytest.raises(ConfigurationError, match="valid options: fsync, staging"):
+    with pytest.raises(ConfigurationError, match="valid options: fsync, group_commit, staging"):
         open_backend(f"file://{tmp_path}?fsnyc=0")
     with pytest.raises(ConfigurationError):
         open_backend(f"file://{tmp_path}?fsync=maybe")
