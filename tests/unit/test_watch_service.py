@@ -24,28 +24,13 @@ from syncagent.sidecar.journal import Journal
 from syncagent.testing.synthetic import TreeShape, TreeWriter, write_tree
 from syncagent.sidecar.service import WatchService
 from syncagent.sidecar.config import WatchConfig
+from tests.support.fixtures_sidecar import EVENTS, metric, push_event
+from tests.support.fixtures_sidecar import service_url as url
+from tests.support.fixtures_sidecar import poll_until as poll
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "unit-test-token-0123456789"
 JWT_SECRET = "unit-test-jwt-secret-0123456789abcdef"
-EVENTS = "application/vnd.docker.distribution.events.v1+json"
-
-
-def poll(predicate, timeout: float = 10.0, interval: float = 0.02):
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(interval)
-
-
-def push_event(repository: str, tag: str | None = "v0", action: str = "push") -> bytes:
-    target = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": repository,
-              "digest": "sha256:" + "0" * 64, "url": f"http://primary/v2/{repository}/manifests/x"}
-    if tag:
-        target["tag"] = tag
-    return json.dumps({"events": [{"id": "e1", "action": action, "target": target}]}).encode()
 
 
 @pytest.fixture
@@ -81,10 +66,6 @@ def start_service(tmp_path):
             service.shutdown()
 
 
-def url(service: WatchService, path: str) -> str:
-    return f"http://127.0.0.1:{service.server.port}{path}"
-
-
 def post(service, body: bytes, *, token: str | None = TOKEN, content_type: str = EVENTS, headers=None):
     all_headers = {"Content-Type": content_type, **(headers or {})}
     if token is not None:
@@ -98,15 +79,6 @@ def dest_tags(tmp_path, repository: str) -> dict:
         return {tag: str(digest) for tag, digest in read_repository(backend, repository).tags.items()}
     except Exception:
         return {}
-
-
-def metric(service, name: str, labels: str = "") -> float:
-    text = requests.get(url(service, "/metrics"), timeout=5).text
-    prefix = f"{name}{{{labels}}} " if labels else f"{name} "
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line.split()[-1])
-    return 0.0
 
 
 def test_an_authenticated_push_event_syncs_its_repository(tmp_path, tree, start_service):
