@@ -22,7 +22,7 @@ name and omap key is made by ``backends/rados/layout.py``, nowhere else.
   write, then removes those chunks and the record.
 - A put records ``t:`` before writing chunks; the commit removes it atomically
   and asserts it is still there. A writer that died leaves the record, which
-  the next ``stat``, read, put or delete of the key claims (turns into ``x:``)
+  the next ``stat``, read, delete or chunked put of the key claims (turns into ``x:``)
   and cleans once the writer is provably gone (``backends/rados/writers.py``):
   same host, boot and pid namespace, process gone; else after
   ``abandoned_after`` seconds. ``x:`` records are cleaned by the same
@@ -35,6 +35,12 @@ name and omap key is made by ``backends/rados/layout.py``, nowhere else.
   above it miss, and the record, so the next ``stat``, read, put or delete of
   the key adds the markers (a re-run of a sync stats or reads what it skips;
   after a pass that did not finish, that includes every tag's history link).
+- Markers are written without reading them first, and a put stops climbing
+  at a prefix this backend saw marked, asserting that the index below it
+  exists and holds no ``u:`` (unmarked). A prune writes ``u:`` into an index
+  before it removes the index's marker, and then deletes the index or puts
+  the marker back; a put into a prefix seen marked commits with that
+  assertion and no ``m:``, in one write. See ``RadosBackend._ensure_markers``.
 - Object names are hashes of fixed length: keys may be longer than
   ``osd_max_object_name_len`` allows.
 - Values read from the pool are decoded with a bound on their nesting, and

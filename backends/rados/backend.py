@@ -15,11 +15,11 @@ from ..options import parse_options
 from .connection import Connection, format_url
 from .errors import errno_of, load_rados, translating
 from .layout import (
-    INLINE, KEY_XATTR, OBJECT, PENDING, PREFIX, PREFIX_XATTR, EntryState, Head, chunk_oid, garbage_key, garbage_value,
-    index_oid, is_content, split_key, split_prefix, writer_key,
+    INLINE, KEY_XATTR, OBJECT, PENDING, PREFIX, PREFIX_XATTR, UNMARKED, EntryState, Head, chunk_oid, garbage_key,
+    garbage_value, index_oid, is_content, split_key, split_prefix, writer_key,
 )
 from .leftovers import Leftovers, left_for_later
-from .options import COMMIT_ATTEMPTS, PAGE, RadosOptions
+from .options import COMMIT_ATTEMPTS, MARKS_REMEMBERED, PAGE, RadosOptions
 from .streams import ChunkReader, Source
 from .writers import Writer, ended, started
 
@@ -38,6 +38,7 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
         self.options = options
         self.url = format_url(pool, namespace, options)
         self.capabilities = Capabilities(empty_prefixes=False, default_concurrency=8, max_object_size=None)
+        self._marks: set[str] = set()  # prefixes this backend saw marked, with every ancestor: see _ensure_markers
         self._init_connection()
 
     @classmethod
@@ -68,7 +69,7 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
         name = split_key(key)[1]
         rados, io_ = load_rados(), self._io()
         state = EntryState()
-        wanted = [OBJECT + name, PENDING + name] + ([INLINE + name] if inline else [])
+        wanted = [OBJECT + name, PENDING + name, UNMARKED] + ([INLINE + name] if inline else [])
         with translating(key):
             try:
                 with rados.ReadOpCtx() as op:
@@ -85,6 +86,7 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             state.head = Head.decode(state.head_raw, key)
         state.inline = values.get(INLINE + name)
         state.pending = PENDING + name in values
+        state.unmarked = UNMARKED in values
         state.writers = {k.rpartition("/")[2]: v or b"" for k, v in writers}
         state.garbage = {k.rpartition("/")[2]: v or b"" for k, v in garbage}
         return state
@@ -192,7 +194,7 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             head = Head(len(first), gen)
             if before_commit is not None:
                 before_commit()
-            replaced = self._commit(key, head, inline=first, writer=None)
+            replaced, marked = self._commit(key, head, inline=first, writer=None)
         else:
             written = [0]
             writer = Writer.this_process().encode()
@@ -203,14 +205,15 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
                 if before_commit is not None:
                     before_commit()
                 head = Head(total, gen, limits.chunk_size, written[0])
-                replaced = self._commit(key, head, inline=None, writer=writer)
+                replaced, marked = self._commit(key, head, inline=None, writer=writer)
             except BaseException:
                 self._abandon(key, gen, written[0], writer)
                 raise
             finally:
                 ended(gen)
-        self._ensure_markers(parent, key)
-        self._remove_omap(index_oid(parent), [PENDING + name], key)
+        if not marked:
+            self._ensure_markers(parent, key)
+            self._remove_omap(index_oid(parent), [PENDING + name], key)
         self._collect(key, replaced, replaced=True)
         return ObjectInfo(key, head.size)
 
@@ -252,15 +255,32 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             if len(piece) < want:
                 return total
 
-    def _commit(self, key: str, head: Head, *, inline: bytes | None, writer: bytes | None) -> EntryState:
-        """Make ``head`` the object's head: compare-and-swap against the head read just before."""
+    def _commit(self, key: str, head: Head, *, inline: bytes | None, writer: bytes | None) -> tuple[EntryState, bool]:
+        """Make ``head`` the object's head: a compare-and-swap against the head expected.
+
+        The first attempt of an inline put expects no head and reads nothing
+        first (a sync puts what the destination lacks); a head found there
+        makes it read and try again, and collect what the head replaced and
+        what dead puts of the key left. When this backend saw the parent marked (and the put wrote no
+        ``t:`` record, which would create the index), the commit asserts the
+        index exists without ``u:`` instead of creating it, and records no
+        ``m:``: the markers are in place (see :meth:`_ensure_markers`). Returns
+        the entry replaced and whether the markers are known to be in place.
+        """
         parent, name = split_key(key)
         rados, oid, io_ = load_rados(), index_oid(parent), self._io()
-        for _ in range(COMMIT_ATTEMPTS):
-            state = self._read_entry(key, oid)
+        state = EntryState()
+        trusted = writer is None and self._marked(parent)
+        for attempt in range(COMMIT_ATTEMPTS):
+            if attempt or writer is not None:  # a put of chunks reads first: it collects what dead puts left
+                state = self._read_entry(key, oid)
+                trusted = trusted and not state.unmarked
             if writer is not None and state.writers.get(head.gen) != writer:
                 raise TransientError(f"{key}: this put was taken for abandoned and cleaned up; put again", key=key)
-            keys, values = [OBJECT + name, PENDING + name], [head.encode(), b""]
+            keys, values = [OBJECT + name], [head.encode()]
+            if not trusted:
+                keys.append(PENDING + name)
+                values.append(b"")
             if inline is not None:
                 keys.append(INLINE + name)
                 values.append(inline)
@@ -270,36 +290,85 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             removed = [] if inline is not None else [INLINE + name]
             if writer is not None:
                 removed.append(writer_key(name, head.gen))
+            if trusted:
+                removed.append(PENDING + name)  # left by a put of the key that died before its markers
+            else:
+                removed.append(UNMARKED)  # this put adds the markers next
             with translating(key), rados.WriteOpCtx() as op:
-                op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
+                if trusted:
+                    op.omap_cmp(UNMARKED, "")  # the index exists and no prune unmarked it
+                else:
+                    op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
                 op.omap_cmp(OBJECT + name, (state.head_raw or b"").decode("ascii"))
                 if writer is not None:
                     op.omap_cmp(writer_key(name, head.gen), writer.decode("ascii"))
                 io_.set_omap(op, keys, values)
-                if removed:
-                    io_.remove_omap_keys(op, removed)
+                io_.remove_omap_keys(op, removed)
                 op.set_xattr(PREFIX_XATTR, parent.encode())
                 try:
                     io_.operate_write_op(op, oid)
                 except rados.Error as exc:
+                    if trusted and errno_of(exc) == errno.ENOENT:
+                        trusted = False  # the index is gone: pruned since this backend saw it marked
+                        self._marks.discard(parent)
+                        continue
                     if errno_of(exc) != errno.ECANCELED:
                         raise
-                    continue  # another put or delete changed the head meanwhile: read it again
-            return state
+                    continue  # a head there, or u:, or another put or delete changed it: read it again
+            return state, trusted
         raise TransientError(f"{key}: the head kept changing under concurrent writers", key=key)
 
+    def _marked(self, prefix: str) -> bool:
+        """This backend saw ``prefix`` and every ancestor marked (the root needs no marker)."""
+        return not prefix or prefix in self._marks
+
     def _ensure_markers(self, prefix: str, key: str) -> None:
-        """Add the missing markers of ``prefix`` and its ancestors, bottom-up, each after the level below."""
-        rados = load_rados()
+        """Add the markers of ``prefix`` and its ancestors, bottom-up, each after the level below.
+
+        Each marker is written into its parent's index without reading it
+        first (setting a marker that is there changes nothing), in the same
+        write that removes the parent's ``u:``. The walk stops at the first
+        level whose parent this backend saw marked, with a write that asserts
+        the parent's index exists and holds no ``u:``. That assertion is
+        enough: a prune writes ``u:`` into an index before it removes the
+        index's marker, and afterwards either deletes the index or puts the
+        marker back (:meth:`_prune`); only a put's walk takes ``u:`` away
+        otherwise, and that walk adds the markers above next. So an index that
+        exists without ``u:`` is marked, or a walk through it is on its way
+        up -- the same as a walk that reads every level and finds another
+        put's marker.
+        """
+        walked = []
         while prefix:
             parent, name = split_prefix(prefix)
-            oid = index_oid(parent)
-            if PREFIX + name not in self._values(oid, [PREFIX + name], key):
-                with translating(key), rados.WriteOpCtx() as op:
-                    self._io().set_omap(op, [PREFIX + name], [b""])
-                    op.set_xattr(PREFIX_XATTR, parent.encode())
-                    self._io().operate_write_op(op, oid)
+            walked.append(prefix)
+            if self._marked(parent) and self._write_marker(parent, name, key, asserting=True):
+                break
+            self._write_marker(parent, name, key, asserting=False)
             prefix = parent
+        if len(self._marks) + len(walked) > MARKS_REMEMBERED:
+            self._marks.clear()
+        self._marks.update(walked)
+
+    def _write_marker(self, parent: str, name: str, key: str, *, asserting: bool) -> bool:
+        """Set ``p:name`` in the index of ``parent``; with ``asserting``, only if that index exists
+        without ``u:`` (False otherwise, and ``parent`` is no longer taken for marked)."""
+        rados, io_ = load_rados(), self._io()
+        with translating(key), rados.WriteOpCtx() as op:
+            if asserting:
+                op.omap_cmp(UNMARKED, "")
+            io_.set_omap(op, [PREFIX + name], [b""])
+            if not asserting:
+                io_.remove_omap_keys(op, [UNMARKED])
+            op.set_xattr(PREFIX_XATTR, parent.encode())
+            try:
+                io_.operate_write_op(op, index_oid(parent))
+            except rados.Error as exc:
+                if asserting and errno_of(exc) in (errno.ENOENT, errno.ECANCELED):
+                    self._marks.discard(parent)
+                    return False
+                raise
+        return True
 
     # -- deleting ----------------------------------------------------------------------------
 
@@ -340,42 +409,76 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
         except NotFound:
             pass
 
-    def _first_key(self, ioctx: Any, oid: str, key: str) -> tuple[bool, str | None]:
-        """(index exists, its first omap key)."""
+    def _first_keys(self, ioctx: Any, oid: str, key: str) -> tuple[bool, list[str]]:
+        """(index exists, its first two omap keys)."""
         rados = load_rados()
         with translating(key):
             try:
                 with rados.ReadOpCtx() as op:
-                    found, _ = ioctx.get_omap_keys(op, "", 1)
+                    found, _ = ioctx.get_omap_keys(op, "", 2)
                     ioctx.operate_read_op(op, oid)
-                    first = [k for k, _ in found]
+                    return True, [k for k, _ in found]
             except rados.ObjectNotFound:
-                return False, None
-        return True, (first[0] if first else None)
+                return False, []
+
+    def _unmark(self, oid: str, key: str) -> bool:
+        """Write ``u:`` into index ``oid`` if it exists (False if it does not)."""
+        rados, io_ = load_rados(), self._io()
+        with translating(key), rados.WriteOpCtx() as op:
+            op.omap_cmp(OBJECT, "")  # no key is named "o:" alone: asserts only that the index exists
+            io_.set_omap(op, [UNMARKED], [b"1"])
+            try:
+                io_.operate_write_op(op, oid)
+            except rados.Error as exc:
+                if errno_of(exc) == errno.ENOENT:
+                    return False
+                raise
+        return True
 
     def _prune(self, prefix: str, key: str) -> None:
         """Bottom-up from ``prefix``: drop the marker of a prefix nothing is listed under any more, then
-        its index if that is empty. After dropping a marker, look again: a put that raced it gets it back."""
+        its index if that is empty.
+
+        Before a marker goes, ``u:`` goes into the index below it, so that no
+        put trusting the marker it saw earlier commits there unseen (see
+        :meth:`_ensure_markers`); a put that committed before that is seen
+        here, and the marker stays. After the marker is gone, this looks
+        again until one of three things holds: content below (a put raced
+        it: the markers go back, then ``u:``), the index deleted (unchanged
+        since it was found empty), or only ``t:``/``x:`` records left (the
+        index stays, with ``u:``, until they go).
+        """
         while True:
             oid = index_oid(prefix)
-            _, first = self._first_key(self._io(), oid, key)
-            if is_content(first):
+            _, first = self._first_keys(self._io(), oid, key)
+            if first and is_content(first[0]):
                 return
             parent, name = split_prefix(prefix) if prefix else ("", "")
             if prefix:
+                if self._unmark(oid, key):
+                    _, first = self._first_keys(self._io(), oid, key)
+                    if first and is_content(first[0]):
+                        self._remove_omap(oid, [UNMARKED], key)
+                        return
+                self._marks.discard(prefix)
                 self._remove_omap(index_oid(parent), [PREFIX + name], key)
             with self._private_ioctx(key) as ioctx:
-                exists, first = self._first_key(ioctx, oid, key)
-                if is_content(first):
-                    self._ensure_markers(prefix, key)
-                    return
-                if exists and first is None:
-                    self._remove_if_unchanged(ioctx, oid, ioctx.get_last_version(), key)
+                while True:
+                    exists, first = self._first_keys(ioctx, oid, key)
+                    if first and is_content(first[0]):
+                        self._ensure_markers(prefix, key)
+                        self._remove_omap(oid, [UNMARKED], key)
+                        return
+                    if not exists or first not in ([], [UNMARKED]):
+                        break  # gone, or t:/x: records keep it (with u:) until they go
+                    if self._remove_if_unchanged(ioctx, oid, ioctx.get_last_version(), key):
+                        break
             if not prefix:
                 return
             prefix = parent
 
-    def _remove_if_unchanged(self, ioctx: Any, oid: str, version: int, key: str) -> None:
+    def _remove_if_unchanged(self, ioctx: Any, oid: str, version: int, key: str) -> bool:
+        """Remove index ``oid`` if it is still at ``version``; False when it was written since."""
         rados = load_rados()
         with translating(key), rados.WriteOpCtx() as op:
             op.assert_version(version)
@@ -383,5 +486,8 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             try:
                 ioctx.operate_write_op(op, oid)
             except rados.Error as exc:
-                if errno_of(exc) not in (errno.ERANGE, errno.EOVERFLOW, errno.ENOENT):
-                    raise  # ERANGE/EOVERFLOW: written since we looked, so in use again
+                if errno_of(exc) in (errno.ERANGE, errno.EOVERFLOW):
+                    return False
+                if errno_of(exc) != errno.ENOENT:
+                    raise
+        return True

@@ -18,6 +18,9 @@ from ..errors import BackendError
 INDEX_PREFIX = "index."
 CHUNK_PREFIX = "chunk."
 INLINE, PENDING, OBJECT, PREFIX, WRITER, GARBAGE = "i:", "m:", "o:", "p:", "t:", "x:"
+UNMARKED = "u:"
+"""In an index whose own marker a prune removes or is about to remove: puts that trust a marker they saw
+earlier assert its absence (see ``RadosBackend._ensure_markers``). Not content; sorts between t: and x:."""
 PREFIX_XATTR = "syncagent.prefix"  # on index objects: the prefix they index
 KEY_XATTR = "syncagent.key"  # on chunk objects: the key they belong to
 
@@ -126,6 +129,7 @@ class EntryState:
     head: Head | None = None
     inline: bytes | None = None
     pending: bool = False
+    unmarked: bool = False  # the index holds u: (read with the name's records)
     writers: dict[str, bytes] = dataclasses.field(default_factory=dict)
     garbage: dict[str, bytes] = dataclasses.field(default_factory=dict)
 

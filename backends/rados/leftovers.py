@@ -3,8 +3,9 @@ removing unused chunk sets, undoing a put that will not commit, and ``scan_lefto
 
 Leftovers are always recorded in the index of the key's parent: ``t:`` (a put
 that may still be running) or ``x:`` (a chunk set no head uses). Whatever
-reads a name's records -- a ``stat`` or read of the key, as well as its next
-put or delete -- removes what is provably unused: every ``x:`` set, and the
+reads a name's records -- a ``stat`` or read of the key, its next delete, and
+a put of it that writes chunks or finds a head there (an inline put of a key
+the index lacks reads nothing first) -- removes what is provably unused: every ``x:`` set, and the
 sets of ``t:`` records whose writers are gone (claimed first). So a dead
 writer's chunks go as soon as anything looks at the key again, not only when
 the key is written again (a blob is never put twice once it is whole).
@@ -19,7 +20,7 @@ import logging
 from ..errors import BackendError, NotFound, PermissionDenied
 from .errors import errno_of, load_rados, translating
 from .layout import (
-    GARBAGE, INDEX_PREFIX, OBJECT, PENDING, PREFIX, PREFIX_XATTR, WRITER, EntryState, Head, chunk_oid, describe,
+    GARBAGE, INDEX_PREFIX, OBJECT, PENDING, PREFIX, PREFIX_XATTR, UNMARKED, WRITER, EntryState, Head, chunk_oid, describe,
     garbage_chunks, garbage_key, garbage_value, index_oid, parse_chunk_oid, split_key, split_prefix, writer_key,
 )
 from .options import PAGE
@@ -150,7 +151,7 @@ class Leftovers:
                     children[prefix].add(name)
                 elif kind == PREFIX:
                     markers[prefix].add(name)
-                elif kind in (PENDING, WRITER, GARBAGE):
+                elif kind in (PENDING, WRITER, GARBAGE, UNMARKED):
                     report.append(f"record {omap_key} in the index of {prefix!r}")
         for oid in oids:
             parsed = parse_chunk_oid(oid)

@@ -11,6 +11,7 @@ MIB = 1 << 20
 IO_SIZE = 4 * MIB  # largest single read or write request (RGW's rgw_max_chunk_size)
 PAGE = 1000  # omap entries per listing request
 COMMIT_ATTEMPTS = 100
+MARKS_REMEMBERED = 200_000  # prefixes a backend remembers as marked (about 30 MiB), then starts again
 
 
 @dataclasses.dataclass(frozen=True)

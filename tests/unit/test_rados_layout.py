@@ -490,6 +490,7 @@ def test_put_of_another_host_is_cleaned_only_once_abandoned(rados_backend):
     plant_leftovers(rados_backend, "d/", "obj", "a" * 32, writer_record("elsewhere", "other-boot", 4242, "1", time.time() - 2 * 86400, "1"))
     plant_leftovers(rados_backend, "d/", "obj", "b" * 32, writer_record("elsewhere", "other-boot", 4242, "1", time.time(), "1"))
     rados_backend.put_bytes("d/obj", b"v")
+    rados_backend.stat("d/obj")  # an inline put of a new key reads nothing first: the stat looks
     assert chunks_of(rados_backend) == [chunk_oid("b" * 32, 0), chunk_oid("b" * 32, 1)]
     assert rados_backend.scan_leftovers() == sorted(
         [f"orphan chunk {chunk_oid('b' * 32, 0)}", f"orphan chunk {chunk_oid('b' * 32, 1)}", f"record t:obj/{'b' * 32} in the index of 'd/'"]
@@ -509,6 +510,7 @@ def test_writers_of_this_host_judged_by_pid_only_in_their_pid_namespace(rados_ba
     plant_leftovers(rados_backend, "d/", "obj", "c" * 32, writer_record(here.host, here.boot, gone, here.start, recent, here.pidns))
     plant_leftovers(rados_backend, "d/", "obj", "d" * 32, writer_record(here.host, here.boot, gone, here.start, old, None))
     rados_backend.put_bytes("d/obj", b"v")
+    rados_backend.stat("d/obj")
     assert chunks_of(rados_backend) == sorted(kept)
     assert [line for line in rados_backend.scan_leftovers() if line.startswith("record")] == [
         f"record t:obj/{'a' * 32} in the index of 'd/'", f"record t:obj/{'b' * 32} in the index of 'd/'"]
@@ -554,8 +556,12 @@ def test_a_failed_put_whose_cleanup_fails_says_so_and_the_next_stat_cleans_up(ra
 
 
 @pytest.mark.ceph
-def test_concurrent_puts_and_deletes_keep_the_index_consistent(rados_backend):
-    """Threads put and delete keys under shared prefixes; afterwards listings show exactly what exists."""
+@pytest.mark.parametrize("agents", [1, 2])
+def test_concurrent_puts_and_deletes_keep_the_index_consistent(rados_pool, rados_backend, agents):
+    """Threads put and delete keys under shared prefixes; afterwards listings show exactly what exists.
+    With two agents (two backends on the namespace, as two processes), each trusts the markers it saw
+    while the other prunes them."""
+    backends = [rados_backend] + [rados_pool.backend(rados_backend.namespace) for _ in range(agents - 1)]
     final: dict[str, bytes] = {}
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -565,9 +571,9 @@ def test_concurrent_puts_and_deletes_keep_the_index_consistent(rados_backend):
             for round_ in range(12):
                 key = f"s/d{round_ % 3}/e{round_ % 2}/k{number}"
                 data = f"{number}-{round_}".encode() * (1 + round_ % 2)
-                rados_backend.put_bytes(key, data)
+                backends[number % agents].put_bytes(key, data)
                 if round_ % 3 != 2:
-                    rados_backend.delete(key)
+                    backends[(number + 1) % agents].delete(key)
                 else:
                     with lock:
                         final[key] = data
@@ -579,6 +585,8 @@ def test_concurrent_puts_and_deletes_keep_the_index_consistent(rados_backend):
         t.start()
     for t in threads:
         t.join()
+    for other in backends[1:]:
+        other.close()
     assert errors == []
     assert {i.key: i.size for i in rados_backend.iter_objects("")} == {k: len(v) for k, v in final.items()}
     assert all(rados_backend.read_bytes(k) == v for k, v in final.items())
@@ -586,6 +594,67 @@ def test_concurrent_puts_and_deletes_keep_the_index_consistent(rados_backend):
     for key in final:
         rados_backend.delete(key)
     assert namespace_objects(rados_backend) == {}
+
+
+@pytest.fixture
+def other_agent(rados_pool, rados_backend):
+    """A second backend on ``rados_backend``'s namespace: another process, with its own memory of markers."""
+    other = rados_pool.backend(rados_backend.namespace)
+    yield other
+    other.close()
+
+
+def listed(backend) -> dict[str, int]:
+    return {info.key: info.size for info in backend.iter_objects("")}
+
+
+@pytest.mark.ceph
+def test_a_put_into_a_prefix_another_agent_pruned_away_is_listed(rados_backend, other_agent):
+    """This backend saw r/x/ marked; another deletes its only object, which prunes r/x/ and r/ and their
+    indexes. A put under r/x/ finds the index gone and adds the markers again."""
+    rados_backend.put_bytes("r/x/k1", b"one")
+    other_agent.delete("r/x/k1")
+    assert namespace_objects(rados_backend) == {}
+    rados_backend.put_bytes("r/x/k2", b"two")
+    assert listed(other_agent) == {"r/x/k2": 3}
+    assert rados_backend.scan_leftovers() == []
+
+
+@pytest.mark.ceph
+def test_a_put_into_an_index_a_prune_unmarked_is_listed(rados_backend, other_agent):
+    """Another agent prunes r/x/ while a live put's t: record keeps its index: the index stays, without
+    its marker, with u:. A put there from a backend that saw r/x/ marked must not trust it."""
+    rados_backend.put_bytes("r/x/k1", b"one")
+    plant_leftovers(rados_backend, "r/x/", "big", "c" * 32, writer_record("elsewhere", "other-boot", 4242, "1", time.time(), "1"))
+    other_agent.delete("r/x/k1")
+    assert "record u: in the index of 'r/x/'" in rados_backend.scan_leftovers()
+    assert listed(other_agent) == {}
+    rados_backend.put_bytes("r/x/k2", b"two")
+    assert listed(other_agent) == {"r/x/k2": 3}
+    assert [line for line in rados_backend.scan_leftovers() if line.startswith("record")] == [
+        f"record t:big/{'c' * 32} in the index of 'r/x/'"]
+
+
+@pytest.mark.ceph
+def test_a_prune_that_died_after_removing_a_marker_is_repaired_by_the_next_put(rados_backend):
+    """What a prune killed between removing r/x/'s marker and looking again leaves: u: in r/x/'s index,
+    no marker. The next put there, even by a backend that saw the marker, adds it back."""
+    import rados
+
+    from backends.rados.layout import index_oid
+
+    rados_backend.put_bytes("r/x/k1", b"one")
+    io_ = rados_backend._io()
+    with rados.WriteOpCtx() as op:
+        io_.set_omap(op, ["u:"], [b"1"])
+        io_.operate_write_op(op, index_oid("r/x/"))
+    with rados.WriteOpCtx() as op:
+        io_.remove_omap_keys(op, ["p:x"])
+        io_.operate_write_op(op, index_oid("r/"))
+    assert listed(rados_backend) == {}
+    rados_backend.put_bytes("r/x/k2", b"two")
+    assert listed(rados_backend) == {"r/x/k1": 3, "r/x/k2": 3}
+    assert rados_backend.scan_leftovers() == []
 
 
 @pytest.mark.ceph
