@@ -28,10 +28,12 @@ Findings (nothing is broken; reported and counted):
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Iterator
 
 from backends import Backend, BackendError, IncompleteUpload, InvalidKey, NotFound, PermissionDenied, check_key, leftovers_of
 
@@ -71,7 +73,10 @@ def verify_backend(
 
     ``hygiene`` also scans every object for damaged layer links and leftovers
     (unlinked blobs are only judged when no repository is filtered out).
-    ``deep`` re-hashes all blob data, ``jobs`` blobs at a time.
+    ``deep`` re-hashes all blob data, ``jobs`` blobs at a time. Repositories
+    are checked ``jobs`` at a time too (their reads are small and many: on a
+    cold cache or a remote store each one waits for the storage); problems
+    are reported in repository order whatever order the checks end in.
     ``require_registry``: raise NotARegistry (a ConfigurationError) when
     ``target`` holds no registry tree at all, rather than finding it whole.
     """
@@ -81,18 +86,14 @@ def verify_backend(
     blobs: dict[Digest, tuple[str, int]] = {}
     linked: set[Digest] = set()
     confirmed_links: dict[str, Digest] = {}
-    on_problem = _once_per_link(report)
+    links = _LinksReported()
+    on_problem = links.into(report)
     try:
         if hygiene or deep:
             blobs = _list_blobs(target, report, on_problem)
         present = {digest: size for digest, (_, size) in blobs.items()}
-        for repository in iter_repositories(target, on_problem):
-            if repositories is not None and not repositories(repository):
-                continue
-            try:
-                linked |= _verify_repository(target, repository, report, present, confirmed_links, on_problem)
-            except BackendError as exc:
-                report.add_problem(Problem("read-failed", str(exc), repository=repository, key=exc.key))
+        selected = (r for r in iter_repositories(target, on_problem) if repositories is None or repositories(r))
+        linked |= _verify_repositories(target, selected, report, present, confirmed_links, links, jobs)
         if hygiene:
             linked |= _scan_repository_objects(target, report, repositories, confirmed_links, on_problem)
             _judge_blobs(target, report, blobs, linked if repositories is None else None, deep=deep, jobs=jobs)
@@ -106,25 +107,73 @@ def verify_backend(
     return report
 
 
-def _once_per_link(report: Report) -> OnProblem:
-    """``report.add_problem``, reporting each refused symbolic link once (listings and reads both meet it)."""
-    links: set[str | None] = set()
+def _verify_repositories(
+    target: Backend, selected: Iterator[str], report: Report, present: dict[Digest, int], confirmed_links: dict[str, Digest],
+    links: "_LinksReported", jobs: int,
+) -> set[Digest]:
+    """``_verify_repository`` of every selected repository, ``jobs`` at a time, at most ``2 * jobs``
+    ahead of the oldest one not finished. Each writes into a report of its own, merged into ``report``
+    in repository order."""
+    linked: set[Digest] = set()
 
-    def add(problem: Problem) -> None:
-        if problem.kind == "symlink-refused":
-            if problem.key in links:
-                return
-            links.add(problem.key)
-            if problem.digest is None and problem.key is not None:
-                try:
-                    spec = parse_key(problem.key)
-                except InvalidPath:
-                    spec = None
-                if isinstance(spec, BlobData):
-                    problem = replace(problem, digest=str(spec.digest))
-        report.add_problem(problem)
+    def check(repository: str) -> tuple[Report, set[Digest]]:
+        own = Report()
+        try:
+            return own, _verify_repository(target, repository, own, present, confirmed_links, links.into(own))
+        except BackendError as exc:
+            own.add_problem(Problem("read-failed", str(exc), repository=repository, key=exc.key))
+            return own, set()
 
-    return add
+    def merge(own: Report, digests: set[Digest]) -> None:
+        linked.update(digests)
+        for name, amount in own.counters.items():
+            if amount:
+                report.count(name, amount)
+        for finding in own.findings:
+            report.add_finding(finding)
+        for problem in own.problems:
+            if problem.kind == "size-mismatch" and any(p.kind == "size-mismatch" and p.digest == problem.digest for p in report.problems):
+                continue  # one per blob, whichever repositories name it
+            report.add_problem(problem)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="verify") as pool:
+        window: deque[Future] = deque()
+        for repository in selected:
+            window.append(pool.submit(check, repository))
+            if len(window) >= 2 * max(1, jobs):
+                merge(*window.popleft().result())
+        while window:
+            merge(*window.popleft().result())
+    return linked
+
+
+class _LinksReported:
+    """Each refused symbolic link reported once (listings and reads both meet it), whichever
+    repository's check meets it first."""
+
+    def __init__(self) -> None:
+        self._keys: set[str | None] = set()
+        self._lock = threading.Lock()
+
+    def into(self, report: Report) -> OnProblem:
+        """``report.add_problem``, with symbolic links already reported left out."""
+
+        def add(problem: Problem) -> None:
+            if problem.kind == "symlink-refused":
+                with self._lock:
+                    if problem.key in self._keys:
+                        return
+                    self._keys.add(problem.key)
+                if problem.digest is None and problem.key is not None:
+                    try:
+                        spec = parse_key(problem.key)
+                    except InvalidPath:
+                        spec = None
+                    if isinstance(spec, BlobData):
+                        problem = replace(problem, digest=str(spec.digest))
+            report.add_problem(problem)
+
+        return add
 
 
 def _size_mismatch(report: Report, digest: Digest, found: int, size: int) -> None:
