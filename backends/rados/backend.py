@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import io
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, Iterator
 from urllib.parse import unquote
 
@@ -19,7 +21,7 @@ from .layout import (
     garbage_value, index_oid, is_content, split_key, split_prefix, writer_key,
 )
 from .leftovers import Leftovers, left_for_later
-from .options import COMMIT_ATTEMPTS, MARKS_REMEMBERED, PAGE, RadosOptions
+from .options import COMMIT_ATTEMPTS, LISTING_READS, MARKS_REMEMBERED, PAGE, RadosOptions
 from .streams import ChunkReader, Source
 from .writers import Writer, ended, started
 
@@ -141,29 +143,34 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             return io.BytesIO(data)
         return io.BufferedReader(ChunkReader(self._io(), key, head, self.limits().write_size), buffer_size=64 * 1024)
 
+    def _page(self, oid: str, prefix: str, start: str, *, values: bool) -> tuple[list[tuple[str, bytes | None]], str | None]:
+        """The o: then p: entries of index ``oid`` after ``start``, one request's worth; and where the next
+        request starts (None: there is no more)."""
+        rados, io_ = load_rados(), self._io()
+        with translating(prefix, missing=NotFound):
+            try:
+                with rados.ReadOpCtx() as op:
+                    if values:
+                        found, _ = io_.get_omap_vals(op, start, "", PAGE)
+                    else:
+                        found, _ = io_.get_omap_keys(op, start, PAGE)
+                    io_.operate_read_op(op, oid)
+                    page = list(found)
+            except rados.ObjectNotFound:
+                return [], None
+        entries = []
+        for omap_key, value in page:
+            if omap_key[:2] not in (OBJECT, PREFIX):
+                return entries, None
+            entries.append((omap_key, value))
+        return entries, (page[-1][0] if len(page) == PAGE else None)
+
     def _pages(self, oid: str, prefix: str, *, values: bool) -> Iterator[tuple[str, bytes | None]]:
         """The o: then p: entries of index ``oid``, page by page."""
-        rados, io_ = load_rados(), self._io()
-        start = OBJECT[0]  # sorts after every i: key, before every o: key
-        while True:
-            with translating(prefix, missing=NotFound):
-                try:
-                    with rados.ReadOpCtx() as op:
-                        if values:
-                            found, _ = io_.get_omap_vals(op, start, "", PAGE)
-                        else:
-                            found, _ = io_.get_omap_keys(op, start, PAGE)
-                        io_.operate_read_op(op, oid)
-                        page = list(found)
-                except rados.ObjectNotFound:
-                    return
-            for omap_key, value in page:
-                if omap_key[:2] not in (OBJECT, PREFIX):
-                    return
-                yield omap_key, value
-            if len(page) < PAGE:
-                return
-            start = page[-1][0]
+        start: str | None = OBJECT[0]  # sorts after every i: and m: key, before every o: key
+        while start is not None:
+            entries, start = self._page(oid, prefix, start, values=values)
+            yield from entries
 
     def iter_children(self, prefix: str) -> Iterator[Entry]:
         check_prefix(prefix)
@@ -171,16 +178,26 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
             yield Entry(omap_key[2:], omap_key.startswith(PREFIX))
 
     def iter_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object below ``prefix``: the indexes below it read ``LISTING_READS`` at a time (one
+        request each is a round trip; a registry has an index per directory)."""
         check_prefix(prefix)
-        stack = [prefix]
-        while stack:
-            current = stack.pop()
-            for omap_key, value in self._pages(index_oid(current), current, values=True):
-                name = omap_key[2:]
-                if omap_key.startswith(PREFIX):
-                    stack.append(f"{current}{name}/")
-                else:
-                    yield ObjectInfo(current + name, Head.decode(value or b"", current + name).size)
+        waiting: list[tuple[str, str]] = [(prefix, OBJECT[0])]  # a stack: depth-first, so it stays small
+        reading: deque[tuple[str, Future]] = deque()
+        with ThreadPoolExecutor(max_workers=LISTING_READS, thread_name_prefix="rados-list") as pool:
+            while waiting or reading:
+                while waiting and len(reading) < LISTING_READS:
+                    current, start = waiting.pop()
+                    reading.append((current, pool.submit(self._page, index_oid(current), current, start, values=True)))
+                current, future = reading.popleft()
+                entries, following = future.result()
+                if following is not None:
+                    waiting.append((current, following))
+                for omap_key, value in entries:
+                    name = omap_key[2:]
+                    if omap_key.startswith(PREFIX):
+                        waiting.append((f"{current}{name}/", OBJECT[0]))
+                    else:
+                        yield ObjectInfo(current + name, Head.decode(value or b"", current + name).size)
 
     # -- writing -----------------------------------------------------------------------------
 

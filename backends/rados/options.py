@@ -10,6 +10,7 @@ from ..options import option
 MIB = 1 << 20
 IO_SIZE = 4 * MIB  # largest single read or write request (RGW's rgw_max_chunk_size)
 PAGE = 1000  # omap entries per listing request
+LISTING_READS = 8  # index pages a listing of everything below a prefix reads at a time
 COMMIT_ATTEMPTS = 100
 MARKS_REMEMBERED = 200_000  # prefixes a backend remembers as marked (about 30 MiB), then starts again
 
