@@ -332,6 +332,7 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
                     if errno_of(exc) != errno.ECANCELED:
                         raise
                     continue  # a head there, or u:, or another put or delete changed it: read it again
+            state.writers.pop(head.gen, None)  # this put's own record, which the commit just removed
             return state, trusted
         raise TransientError(f"{key}: the head kept changing under concurrent writers", key=key)
 
