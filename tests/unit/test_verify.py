@@ -165,3 +165,17 @@ def test_a_store_without_registry_objects_is_not_a_registry():
     store.put_bytes("docker/registry/v2/blobs/sha256/aa/" + "a" * 64 + "/data", b"x")
     require_registry(store)
     assert verify_backend(store, require_registry=True).counters["repositories"] == 0
+
+
+def test_repositories_checked_at_once_report_what_one_at_a_time_reports(pair):
+    """verify checks repositories --jobs at a time; the report is the same, in the same order."""
+    from syncagent.check.verify import verify_backend
+
+    primary, replica, tree = pair
+    plant_damage(primary, replica, tree)
+    one = verify_backend(FilesystemBackend(replica), jobs=1)
+    many = verify_backend(FilesystemBackend(replica), jobs=4)
+    assert len({p.repository for p in one.problems if p.repository}) == 3
+    assert [p.as_dict() for p in many.problems] == [p.as_dict() for p in one.problems]
+    assert [f.as_dict() for f in many.findings] == [f.as_dict() for f in one.findings]
+    assert many.counters == one.counters
