@@ -45,8 +45,11 @@ from ..sync.layout import (
     REPOSITORIES_PREFIX,
     BlobData,
     Digest,
+    DigestSet,
+    DigestSizes,
     InvalidPath,
     LayerLink,
+    LinkMemo,
     key_of,
     parse_key,
 )
@@ -83,19 +86,18 @@ def verify_backend(
     if require_registry:
         require_registry_tree(target)
     report = report or Report()
-    blobs: dict[Digest, tuple[str, int]] = {}
-    linked: set[Digest] = set()
-    confirmed_links: dict[str, Digest] = {}
+    blobs = DigestSizes()
+    linked = DigestSet()
+    confirmed_links = LinkMemo()
     links = _LinksReported()
     on_problem = links.into(report)
     try:
         if hygiene or deep:
             blobs = _list_blobs(target, report, on_problem)
-        present = {digest: size for digest, (_, size) in blobs.items()}
         selected = (r for r in iter_repositories(target, on_problem) if repositories is None or repositories(r))
-        linked |= _verify_repositories(target, selected, report, present, confirmed_links, links, jobs)
+        _verify_repositories(target, selected, report, blobs, confirmed_links, links, linked, jobs)
         if hygiene:
-            linked |= _scan_repository_objects(target, report, repositories, confirmed_links, on_problem)
+            _scan_repository_objects(target, report, repositories, confirmed_links, on_problem, linked)
             _judge_blobs(target, report, blobs, linked if repositories is None else None, deep=deep, jobs=jobs)
             _report_incomplete_uploads(target, report, repositories)
         elif deep:
@@ -108,13 +110,12 @@ def verify_backend(
 
 
 def _verify_repositories(
-    target: Backend, selected: Iterator[str], report: Report, present: dict[Digest, int], confirmed_links: dict[str, Digest],
-    links: "_LinksReported", jobs: int,
-) -> set[Digest]:
+    target: Backend, selected: Iterator[str], report: Report, present: DigestSizes, confirmed_links: LinkMemo,
+    links: "_LinksReported", linked: DigestSet, jobs: int,
+) -> None:
     """``_verify_repository`` of every selected repository, ``jobs`` at a time, at most ``2 * jobs``
     ahead of the oldest one not finished. Each writes into a report of its own, merged into ``report``
-    in repository order."""
-    linked: set[Digest] = set()
+    in repository order; the digests their revision links name go into ``linked``."""
 
     def check(repository: str) -> tuple[Report, set[Digest]]:
         own = Report()
@@ -125,7 +126,8 @@ def _verify_repositories(
             return own, set()
 
     def merge(own: Report, digests: set[Digest]) -> None:
-        linked.update(digests)
+        for digest in digests:
+            linked.add(digest)
         for name, amount in own.counters.items():
             if amount:
                 report.count(name, amount)
@@ -144,7 +146,6 @@ def _verify_repositories(
                 merge(*window.popleft().result())
         while window:
             merge(*window.popleft().result())
-    return linked
 
 
 class _LinksReported:
@@ -185,7 +186,7 @@ def _size_mismatch(report: Report, digest: Digest, found: int, size: int) -> Non
 
 
 def _verify_repository(
-    target: Backend, repository: str, report: Report, present: dict[Digest, int], confirmed_links: dict[str, Digest],
+    target: Backend, repository: str, report: Report, present: DigestSizes, confirmed_links: LinkMemo,
     on_problem: OnProblem,
 ) -> set[Digest]:
     """Check tags and revisions; returns the digests the repository's revision links name."""
@@ -233,11 +234,10 @@ def _verify_repository(
 
 
 def _scan_repository_objects(
-    target: Backend, report: Report, repositories: Selector, confirmed_links: dict[str, Digest], on_problem: OnProblem
-) -> set[Digest]:
+    target: Backend, report: Report, repositories: Selector, confirmed_links: LinkMemo, on_problem: OnProblem, linked: DigestSet
+) -> None:
     """One listing of every repository object: layer links checked (unless the closure checks
-    already read them), leftovers reported."""
-    linked: set[Digest] = set()
+    already read them) and the digests of those that hold theirs added to ``linked``, leftovers reported."""
     reported = _names_reported(report)
     for info in objects_under(target, REPOSITORIES_PREFIX, on_problem):
         try:
@@ -248,7 +248,7 @@ def _scan_repository_objects(
         if isinstance(spec, LayerLink):
             if repositories is not None and not repositories(spec.repository):
                 continue
-            if confirmed_links.get(info.key) == spec.digest:
+            if confirmed_links.holds(info.key, spec.digest):
                 linked.add(spec.digest)
                 continue
             try:
@@ -264,7 +264,6 @@ def _scan_repository_objects(
                 )
                 continue
             linked.add(spec.digest)
-    return linked
 
 
 def _names_reported(report: Report) -> tuple[str, ...]:
@@ -295,9 +294,9 @@ def _classify_stray(key: str, size: int, report: Report, repositories: Selector,
         report.add_finding(Problem("unknown-object", "not part of the registry layout", key=key))
 
 
-def _list_blobs(target: Backend, report: Report, on_problem: OnProblem) -> dict[Digest, tuple[str, int]]:
-    """Every blob's key and size, from one listing (strays under blobs/ are reported)."""
-    blobs: dict[Digest, tuple[str, int]] = {}
+def _list_blobs(target: Backend, report: Report, on_problem: OnProblem) -> DigestSizes:
+    """Every blob's size, from one listing (strays under blobs/ are reported)."""
+    blobs = DigestSizes()
     for info in objects_under(target, BLOBS_PREFIX, on_problem):
         try:
             spec = parse_key(info.key)
@@ -305,18 +304,19 @@ def _list_blobs(target: Backend, report: Report, on_problem: OnProblem) -> dict[
             _classify_stray(info.key, info.size, report, None)
             continue
         if isinstance(spec, BlobData):
-            blobs[spec.digest] = (info.key, info.size)
+            blobs[spec.digest] = info.size
     return blobs
 
 
 def _judge_blobs(
-    target: Backend, report: Report, blobs: dict[Digest, tuple[str, int]], linked: set[Digest] | None, *, deep: bool, jobs: int
+    target: Backend, report: Report, blobs: DigestSizes, linked: DigestSet | None, *, deep: bool, jobs: int
 ) -> None:
     """Unlinked blobs (when ``linked`` is known) and, with ``deep``, blobs that do not match their digest."""
     pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="hash") if deep else None
     futures = []
     try:
-        for digest, (key, size) in blobs.items():
+        for digest, size in blobs.items():
+            key = key_of(BlobData(digest))
             report.count("blobs")
             if linked is not None and digest not in linked:
                 report.count("unlinked_blobs")

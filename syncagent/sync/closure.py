@@ -14,7 +14,7 @@ from typing import Callable
 from backends import Backend, BackendError, NotFound, SymlinkRefused
 
 from .discovery import UnreadableLink, read_link, read_small
-from .layout import BlobData, Digest, LayerLink, RevisionLink, key_of
+from .layout import BlobData, Digest, DigestSizes, LayerLink, LinkMemo, RevisionLink, key_of
 from .manifest import MAX_MANIFEST_BYTES, MalformedManifest, Manifest, parse_manifest
 
 MAX_DEPTH = 8
@@ -118,8 +118,8 @@ def missing_from(
     *,
     absent_optional: set[Digest] = frozenset(),
     present_blobs: set[Digest] | None = None,
-    known_sizes: dict[Digest, int] | None = None,
-    confirmed_links: dict[str, Digest] | None = None,
+    known_sizes: DigestSizes | dict[Digest, int] | None = None,
+    confirmed_links: LinkMemo | None = None,
     on_size_mismatch: Callable[[Digest, int, int], None] | None = None,
 ) -> list[str]:
     """What of ``closure`` is not present and linked on ``backend``; [] when it is whole.
@@ -127,7 +127,7 @@ def missing_from(
     Stats every blob and reads every link. ``absent_optional`` are foreign
     layers known to be absent at the source (not required). ``present_blobs``
     holds blobs already confirmed present in this pass (shared by callers, and
-    added to); ``confirmed_links`` maps link keys this pass wrote or read to
+    added to); ``confirmed_links`` holds the link keys this pass wrote or read with
     the digest they hold. What these confirm is not read again.
     ``known_sizes``: blob sizes a listing reported (not stat'ed again).
     A blob whose size differs from its descriptor's is not present (a stat,
@@ -154,14 +154,14 @@ def missing_from(
         return True
 
     def link_holds(key: str, digest: Digest) -> bool:
-        if confirmed_links is not None and confirmed_links.get(key) == digest:
+        if confirmed_links is not None and confirmed_links.holds(key, digest):
             return True
         try:
             holds = read_link(backend, key, attempts=1) == digest
         except (NotFound, UnreadableLink, SymlinkRefused):
             return False
         if holds and confirmed_links is not None:
-            confirmed_links[key] = digest
+            confirmed_links.confirm(key, digest)
         return holds
 
     for digest in closure.manifests:

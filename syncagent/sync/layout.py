@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import Iterator, Union
 
 ROOT = "docker/registry/v2"
 ROOT_PARENT, _, ROOT_NAME = ROOT.rpartition("/")
@@ -112,6 +112,56 @@ class DigestSet:
 
     def __len__(self) -> int:
         return len(self._raw)
+
+
+_ALGORITHM_OF_RAW_LENGTH = {length // 2: algorithm for algorithm, length in _HEX_LENGTHS.items()}
+
+
+class DigestSizes:
+    """Sizes by digest, compactly (raw digest bytes to size: about 100 bytes an entry), for a listing
+    of every blob that must stay small whatever the registry's size."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[bytes, int] = {}
+
+    def __setitem__(self, digest: Digest, size: int) -> None:
+        self._sizes[bytes.fromhex(digest.hex)] = size
+
+    def __getitem__(self, digest: Digest) -> int:
+        return self._sizes[bytes.fromhex(digest.hex)]
+
+    def __contains__(self, digest: object) -> bool:
+        return isinstance(digest, Digest) and bytes.fromhex(digest.hex) in self._sizes
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    def items(self) -> Iterator[tuple[Digest, int]]:
+        for raw, size in self._sizes.items():
+            yield Digest(_ALGORITHM_OF_RAW_LENGTH[len(raw)], raw.hex()), size
+
+
+class LinkMemo:
+    """Links this pass wrote or read, each with the digest it holds, compactly: a 16-byte BLAKE2b of
+    key and digest an entry (about 80 bytes, where the key and a Digest take about 500). A false
+    "confirmed" needs a 128-bit collision."""
+
+    def __init__(self) -> None:
+        self._seen: set[bytes] = set()
+
+    @staticmethod
+    def _entry(key: str, digest: Digest) -> bytes:
+        return hashlib.blake2b(f"{key}\0{digest}".encode(), digest_size=16).digest()
+
+    def confirm(self, key: str, digest: Digest) -> None:
+        self._seen.add(self._entry(key, digest))
+
+    def holds(self, key: str, digest: Digest) -> bool:
+        """True when this pass saw ``key`` hold ``digest``."""
+        return self._entry(key, digest) in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 def validate_repository(name: str) -> str:

@@ -37,7 +37,7 @@ from .closure import missing_from
 from .discovery import UnreadableLink, read_link
 from .durability import GroupCommit, all_of, pass_on
 from .execute import Outcome, StepFailed, run_inline
-from .layout import Digest, DigestSet, LayerLink, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
+from .layout import Digest, DigestSet, LayerLink, LinkMemo, RevisionLink, TagCurrentLink, TagIndexLink, format_link, key_of
 from .records import PassRecords
 from .replication import BlobWaiter
 from .plan import PlanSettings, RepositorySurvey, repair_steps
@@ -84,7 +84,7 @@ class DestinationWriter:
         self.context = context
         self.survey = survey
         self.repository = survey.repository
-        self.confirmed_links: dict[str, Digest] = {}
+        self.confirmed_links = LinkMemo()
         self._pending_links: dict[str, tuple[Digest, Future]] = {}  # written, not yet durable
         self.absent_optional: set[Digest] = set()
 
@@ -238,7 +238,7 @@ class DestinationWriter:
         """The stat is the point even when the link is there: on RADOS it adds the listing markers a
         dead writer may have left pending."""
         key = key_of(TagIndexLink(self.repository, step.tag, step.digest))
-        if self.confirmed_links.get(key) == step.digest:
+        if self.confirmed_links.holds(key, step.digest):
             return Outcome.DONE  # this pass wrote or read it
         try:
             self.context.dest.stat(key)
@@ -327,7 +327,7 @@ class DestinationWriter:
         """
         if self.context.cancelled.is_set():
             raise Cancelled()
-        if self.confirmed_links.get(key) == digest:
+        if self.confirmed_links.holds(key, digest):
             self.report.count("links_present")
             return []
         pending = self._pending_links.get(key)
@@ -336,7 +336,7 @@ class DestinationWriter:
         if self.survey.dest_existed and not known_missing:
             try:
                 if read_link(self.context.dest, key, attempts=1) == digest:
-                    self.confirmed_links[key] = digest
+                    self.confirmed_links.confirm(key, digest)
                     self.report.count("links_present")
                     return []
             except (NotFound, UnreadableLink, SymlinkRefused):
@@ -355,7 +355,7 @@ class DestinationWriter:
         return [durable]
 
     def _link_written(self, key: str, digest: Digest) -> None:
-        self.confirmed_links[key] = digest
+        self.confirmed_links.confirm(key, digest)
         self.report.count("links_written")
 
     def _link_durable(self, key: str, digest: Digest, done: Future) -> None:

@@ -113,3 +113,30 @@ def test_link_and_digest_errors_describe_content_without_quoting_it(content):
     with pytest.raises(InvalidPath) as caught:
         Digest.parse(content.decode("utf-8", "replace"))
     assert "AKIASECRET" not in str(caught.value)
+
+
+def test_digest_sizes_keep_every_algorithm_and_size():
+    from syncagent.sync.layout import DigestSizes
+
+    sizes = DigestSizes()
+    long = Digest("sha512", "b" * 128)
+    sizes[D] = 10
+    sizes[long] = 20
+    sizes[D] = 11
+    assert len(sizes) == 2 and D in sizes and Digest("sha256", "c" * 64) not in sizes and "sha256:" + H not in sizes
+    assert sizes[long] == 20
+    assert sorted(sizes.items()) == [(D, 11), (long, 20)]
+
+
+def test_a_link_memo_confirms_a_key_only_with_the_digest_seen():
+    from syncagent.sync.layout import LinkMemo
+
+    memo = LinkMemo()
+    key = key_of(LayerLink("app", D))
+    other = Digest("sha256", "c" * 64)
+    assert not memo.holds(key, D)
+    memo.confirm(key, D)
+    assert memo.holds(key, D)
+    assert not memo.holds(key, other)
+    assert not memo.holds(key_of(LayerLink("app2", D)), D)
+    assert len(memo) == 1
