@@ -278,11 +278,12 @@ class RadosBackend(Leftovers, Connection, BaseBackend):
         The first attempt of an inline put expects no head and reads nothing
         first (a sync puts what the destination lacks); a head found there
         makes it read and try again, and collect what the head replaced and
-        what dead puts of the key left. When this backend saw the parent marked (and the put wrote no
-        ``t:`` record, which would create the index), the commit asserts the
-        index exists without ``u:`` instead of creating it, and records no
-        ``m:``: the markers are in place (see :meth:`_ensure_markers`). Returns
-        the entry replaced and whether the markers are known to be in place.
+        what dead puts of the key left. When this backend saw the parent
+        marked (and the put wrote no ``t:`` record, which would create the
+        index), the commit asserts the index exists without ``u:`` instead of
+        creating it, and records no ``m:``: the markers are in place (see
+        :meth:`_ensure_markers`). Returns the entry replaced and whether the
+        markers are known to be in place.
         """
         parent, name = split_key(key)
         rados, oid, io_ = load_rados(), index_oid(parent), self._io()

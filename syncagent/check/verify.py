@@ -134,7 +134,7 @@ def _verify_repositories(
         for finding in own.findings:
             report.add_finding(finding)
         for problem in own.problems:
-            if problem.kind == "size-mismatch" and any(p.kind == "size-mismatch" and p.digest == problem.digest for p in report.problems):
+            if problem.kind == "size-mismatch" and _size_mismatch_reported(report, problem.digest):
                 continue  # one per blob, whichever repositories name it
             report.add_problem(problem)
 
@@ -177,9 +177,13 @@ class _LinksReported:
         return add
 
 
+def _size_mismatch_reported(report: Report, digest: str | None) -> bool:
+    return any(p.kind == "size-mismatch" and p.digest == digest for p in report.problems)
+
+
 def _size_mismatch(report: Report, digest: Digest, found: int, size: int) -> None:
     """One ``size-mismatch`` problem per blob (``--repair`` copies it again)."""
-    if any(p.kind == "size-mismatch" and p.digest == str(digest) for p in report.problems):
+    if _size_mismatch_reported(report, str(digest)):
         return
     report.add_problem(Problem("size-mismatch", f"blob data holds {found} bytes, its descriptor says {size}",
                                digest=str(digest), key=key_of(BlobData(digest))))

@@ -94,6 +94,11 @@ def _why_not(algorithm: str, hexpart: str) -> str | None:
     return None
 
 
+def _raw_bytes(digest: Digest) -> bytes:
+    """A digest's bytes: the key of the compact tables below (the algorithm follows from the length)."""
+    return bytes.fromhex(digest.hex)
+
+
 class DigestSet:
     """A compact set of digests (their raw bytes: about 90 bytes an entry), for per-pass bookkeeping
     that must stay small whatever the registry's size."""
@@ -102,13 +107,13 @@ class DigestSet:
         self._raw: set[bytes] = set()
 
     def add(self, digest: Digest) -> None:
-        self._raw.add(bytes.fromhex(digest.hex))
+        self._raw.add(_raw_bytes(digest))
 
     def discard(self, digest: Digest) -> None:
-        self._raw.discard(bytes.fromhex(digest.hex))
+        self._raw.discard(_raw_bytes(digest))
 
     def __contains__(self, digest: object) -> bool:
-        return isinstance(digest, Digest) and bytes.fromhex(digest.hex) in self._raw
+        return isinstance(digest, Digest) and _raw_bytes(digest) in self._raw
 
     def __len__(self) -> int:
         return len(self._raw)
@@ -125,13 +130,13 @@ class DigestSizes:
         self._sizes: dict[bytes, int] = {}
 
     def __setitem__(self, digest: Digest, size: int) -> None:
-        self._sizes[bytes.fromhex(digest.hex)] = size
+        self._sizes[_raw_bytes(digest)] = size
 
     def __getitem__(self, digest: Digest) -> int:
-        return self._sizes[bytes.fromhex(digest.hex)]
+        return self._sizes[_raw_bytes(digest)]
 
     def __contains__(self, digest: object) -> bool:
-        return isinstance(digest, Digest) and bytes.fromhex(digest.hex) in self._sizes
+        return isinstance(digest, Digest) and _raw_bytes(digest) in self._sizes
 
     def __len__(self) -> int:
         return len(self._sizes)
